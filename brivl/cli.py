@@ -1,0 +1,208 @@
+"""The `brivl` command: one subcommand per job."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a preset (tiny), a folder from save_pretrained/convert, or a weights file")
+    p.add_argument("--tokenizer", help="tokenizer folder or vocab.txt, for models saved without one")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `brivl` command."""
+    parser = argparse.ArgumentParser(prog="brivl", description="BriVL two-tower vision-language models, offline.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a model: layout, sizes, parameter counts")
+    _model_arg(p)
+
+    p = sub.add_parser("encode-text", help="embed texts (print them, or save with -o)")
+    _model_arg(p)
+    p.add_argument("texts", nargs="+", help="texts to embed; '-' reads one text per line from stdin")
+    p.add_argument("-o", "--output", help="save embeddings to .npy, .json or .safetensors")
+
+    p = sub.add_parser("encode-image", help="embed image files (print them, or save with -o)")
+    _model_arg(p)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("-o", "--output", help="save embeddings to .npy, .json or .safetensors")
+
+    p = sub.add_parser("similarity", help="cosine similarity of every image with every text")
+    _model_arg(p)
+    p.add_argument("--text", "-t", nargs="+", required=True, dest="texts", help="texts")
+    p.add_argument("--image", "-i", nargs="+", required=True, dest="images", help="image files")
+
+    p = sub.add_parser("convert", help="convert an official BriVL .pth into a safetensors model folder")
+    p.add_argument("checkpoint", help="the official .pth file (loaded with weights_only=True)")
+    p.add_argument("out_dir", help="folder to write model.safetensors, config.json and tokenizer files to")
+    p.add_argument("--preset", choices=["brivl-1.0", "brivl-paper"], help="layout (default: read from the weights)")
+    p.add_argument("--tokenizer", help="tokenizer folder or vocab.txt of the text backbone, copied into out_dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `brivl` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    warnings.showwarning = _show_warning
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .hub import ModelNotFoundError
+    from .inputs import InputError
+    from .tokenizer import TokenizerMissingError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (InputError, CheckpointError, ConfigError, ModelNotFoundError, TokenizerMissingError) as e:
+        print(f"brivl {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"brivl: warning: {message}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace):
+    from .hub import load
+
+    return load(args.model, device=args.device, tokenizer=args.tokenizer)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print a model's layout and sizes."""
+    model = _load(args)
+    cfg = model.config
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    im, tx = cfg.image, cfg.text
+    rows = [
+        ("model", cfg.name),
+        ("joint dim", cfg.embed_dim),
+        ("image tower", f"{im.backbone} @ {im.image_size}px -> {im.num_patches} MSPP patches "
+                        f"({im.box_grid}x{im.box_grid} grid + whole image, {im.grid_size}x{im.grid_size} samples) "
+                        f"-> {im.att_layers}x SA({im.patch_dim}, {im.att_heads} heads) -> MLP"),
+        ("text tower", f"{tx.backbone.get('model_type')} {tx.backbone.get('num_hidden_layers')}x{tx.hidden_size}"
+                       f" ({tx.backbone_name or 'custom'}), max {tx.max_len} tokens -> {tx.att_layers}x SA -> MLP"),
+        ("text mask", "attention mask on" if tx.use_attention_mask else "no attention mask (as the release)"),
+        ("tokenizer", "missing (pass --tokenizer)" if model.tokenizer is None else type(model.tokenizer).__name__),
+        ("parameters", f"image {count(model.imgencoder) / 1e6:.2f} M, text {count(model.textencoder) / 1e6:.2f} M"),
+        ("feature layers", ", ".join(model.feature_layers())),
+        ("MoCo", f"queue {cfg.queue_size}, momentum {cfg.momentum}, temperature {cfg.temperature}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _read_texts(texts: list[str]) -> list[str]:
+    if texts == ["-"]:
+        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    return texts
+
+
+def _print_embeddings(labels: list[str], emb) -> None:
+    for label, row in zip(labels, emb):
+        head = " ".join(f"{v:+.4f}" for v in row[:8].tolist())
+        print(f"{label}\t|z|={row.norm():.4f}\t[{head}{' ...' if len(row) > 8 else ''}]")
+
+
+def _save(path: str, emb, labels: list[str]) -> None:
+    import numpy as np
+
+    from .checkpoint import atomic_write_bytes, save_safetensors
+    from .inputs import InputError
+
+    out = Path(path)
+    array = emb.detach().cpu().float().numpy()
+    if out.suffix == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, array)
+        atomic_write_bytes(out, buf.getvalue())
+    elif out.suffix == ".json":
+        atomic_write_bytes(out, json.dumps({"labels": labels, "embeddings": array.tolist()}).encode())
+    elif out.suffix == ".safetensors":
+        save_safetensors({"embeddings": emb.detach().cpu().float()}, out, metadata={"labels": json.dumps(labels)})
+    else:
+        raise InputError(f"{out}: unknown output format; use .npy, .json or .safetensors")
+    print(f"saved {array.shape[0]} x {array.shape[1]} embeddings to {out}", file=sys.stderr)
+
+
+def cmd_encode_text(args: argparse.Namespace) -> int:
+    """Embed texts."""
+    import torch
+
+    texts = _read_texts(args.texts)
+    model = _load(args)
+    with torch.inference_mode():
+        emb = model.encode_text(texts)
+    labels = [t if len(t) <= 40 else t[:37] + "..." for t in texts]
+    _save(args.output, emb, texts) if args.output else _print_embeddings(labels, emb)
+    return 0
+
+
+def _encode_images(model, paths: list[str]):
+    import torch
+
+    from .images import load_images
+
+    pixels = load_images(paths, model.image_size)
+    with torch.inference_mode():
+        return model.encode_image(pixels)
+
+
+def cmd_encode_image(args: argparse.Namespace) -> int:
+    """Embed image files."""
+    model = _load(args)
+    emb = _encode_images(model, args.images)
+    _save(args.output, emb, args.images) if args.output else _print_embeddings(args.images, emb)
+    return 0
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    """Print the image x text cosine similarity table."""
+    import torch
+
+    model = _load(args)
+    texts = _read_texts(args.texts)
+    images = _encode_images(model, args.images)
+    with torch.inference_mode():
+        sims = images @ model.encode_text(texts).T
+    names = [Path(p).name for p in args.images]
+    width = max(len(n) for n in names)
+    print(f"cosine similarity ({model.config.name}, {model.embed_dim}-d)")
+    print(" " * width + "".join(f" {f'[{j}]':>6}" for j in range(len(texts))))
+    for name, row in zip(names, sims):
+        print(f"{name:<{width}}" + "".join(f" {v:+.3f}" for v in row.tolist()))
+    for j, t in enumerate(texts):
+        print(f"[{j}] {t}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert an official checkpoint to a model folder."""
+    from .official import load_official
+
+    model = load_official(args.checkpoint, base=args.preset, tokenizer=args.tokenizer)
+    out = model.save_pretrained(args.out_dir)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}/ ({model.config.name}, {n / 1e6:.1f} M parameters, joint dim {model.embed_dim})")
+    if model.tokenizer is None:
+        print("note: no tokenizer was given; encode-text needs --tokenizer, or copy vocab.txt into the folder",
+              file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"info": cmd_info, "encode-text": cmd_encode_text, "encode-image": cmd_encode_image,
+            "similarity": cmd_similarity, "convert": cmd_convert}
+
+if __name__ == "__main__":
+    sys.exit(main())

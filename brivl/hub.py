@@ -1,0 +1,58 @@
+"""Resolve a model name (a preset, a folder, a weights file) to a loaded model; nothing is downloaded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import WEIGHTS_NAME, CheckpointError
+from .config import CONFIG_NAME, PRESETS, preset
+
+TINY_SEED = 0
+# Presets whose weights exist only as the official release: the user converts them once.
+_RELEASE_ONLY = {"brivl-1.0": "the BriVL 1.0 release checkpoint (BriVL-1.0-5500w.pth)",
+                 "brivl-paper": "a checkpoint of the paper's B7/RoBERTa-large model (not publicly released)"}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name that is neither a usable preset nor a local folder or file."""
+
+
+def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer: str | Path | None = None):
+    """Load a model: `tiny` (seeded random weights), a folder from save_pretrained, a .safetensors or official .pth file."""
+    from .model.brivl import BriVL
+    from .official import load_official
+
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if name == "tiny":
+        torch.manual_seed(TINY_SEED)  # the tiny preset is defined as these seeded random weights
+        model = BriVL(preset("tiny"))
+    elif name in _RELEASE_ONLY and not path.exists():
+        raise ModelNotFoundError(
+            f"{name!r} is a layout, not shipped weights: get {_RELEASE_ONLY[name]}, convert it once with "
+            f"`brivl convert FILE.pth OUT_DIR --tokenizer VOCAB` and load OUT_DIR")
+    elif path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            raise ModelNotFoundError(f"{path} holds no {CONFIG_NAME}: not a model folder written by save_pretrained")
+        if not (path / WEIGHTS_NAME).is_file():
+            raise ModelNotFoundError(f"{path} holds no {WEIGHTS_NAME}")
+        model = BriVL.from_folder(path)
+    elif path.is_file() and path.suffix == ".safetensors":
+        if not (path.parent / CONFIG_NAME).is_file():
+            raise ModelNotFoundError(f"{path}: no {CONFIG_NAME} beside it, so the model's layout is unknown")
+        if path.name != WEIGHTS_NAME:
+            raise ModelNotFoundError(f"{path}: expected the weights to be named {WEIGHTS_NAME}; load the folder")
+        model = BriVL.from_folder(path.parent)
+    elif path.is_file() and path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        model = load_official(path, tokenizer=tokenizer)
+    elif path.is_file():
+        raise CheckpointError(f"{path}: unknown weights format (expected a folder, .safetensors or .pth)")
+    else:
+        raise ModelNotFoundError(f"no model {name!r}: not a preset ({', '.join(PRESETS)}) "
+                                 f"nor an existing folder or file")
+    if tokenizer is not None and model.tokenizer is None:
+        from .tokenizer import load_tokenizer
+
+        model.tokenizer = load_tokenizer(str(tokenizer), None)
+    return model.to(device).eval()

@@ -1,0 +1,132 @@
+"""The BriVL two-tower model: the one `TwoTower` implementation of the core, with save/load."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from ..checkpoint import WEIGHTS_NAME, load_into, load_safetensors, save_safetensors
+from ..config import BriVLConfig
+from ..inputs import check_pixels, check_texts
+from ..tokenizer import TokenizerMissingError, load_tokenizer
+from .image_encoder import ImageEncoder
+from .text_encoder import TextEncoder
+
+
+class BriVL(nn.Module):
+    """Image and text towers mapping into one L2-normalised joint space (module names as in the release)."""
+
+    def __init__(self, config: BriVLConfig, tokenizer: PreTrainedTokenizerBase | None = None):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.imgencoder = ImageEncoder(config.image, config.embed_dim)
+        self.textencoder = TextEncoder(config.text, config.embed_dim)
+        self.tokenizer = tokenizer
+        if tokenizer is None and config.text.tokenizer == "builtin:chars":
+            self.tokenizer = load_tokenizer("builtin:chars")
+        self.eval()
+
+    # --- the TwoTower protocol -------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        """Side of the square input the image tower resizes to."""
+        return self.config.image.image_size
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the joint embedding space."""
+        return self.config.embed_dim
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's weights."""
+        return next(self.parameters()).device
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Token ids and attention mask for texts, truncated to max_len with a warning."""
+        texts = check_texts(texts)
+        if self.tokenizer is None:
+            raise TokenizerMissingError(
+                f"this {self.config.name} model has no tokenizer: put the tokenizer files of "
+                f"{self.config.text.backbone_name or 'its text backbone'} beside its weights")
+        max_len = self.config.text.max_len
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        long = [i for i, n in enumerate(lengths) if n > max_len]
+        if long:
+            warnings.warn(f"{len(long)} text(s) longer than {max_len} tokens were truncated "
+                          f"(text {long[0]} had {lengths[long[0]]} tokens)", stacklevel=3)
+        # The release pads to max_len and attends to padding; with the mask on, the padded length
+        # does not change the result, so pad only to the longest text.
+        padding = "longest" if self.config.text.use_attention_mask else "max_length"
+        enc = self.tokenizer(texts, padding=padding, truncation=True, max_length=max_len, return_tensors="pt")
+        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """L2-normalised text embeddings [n, embed_dim]."""
+        return self.textencoder(**self.tokenize(texts))
+
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        """L2-normalised image embeddings [n, embed_dim] of RGB pixels in [0, 1], any size."""
+        return self.imgencoder(check_pixels(pixels).to(self.device))
+
+    def feature_layers(self) -> dict[str, nn.Module]:
+        """Layers a neuron objective may hook: `llp` (the map MSPP pools) and each CNN stage `block<i>`."""
+        layers: dict[str, nn.Module] = {"llp": self.imgencoder.llp}
+        blocks = getattr(self.imgencoder.backbone, "blocks", None)
+        if isinstance(blocks, nn.Sequential):
+            layers.update({f"block{i}": b for i, b in enumerate(blocks)})
+        return layers
+
+    def patch_embeddings(self, pixels: Tensor) -> Tensor:
+        """The 37 MSPP patches mapped into the joint space [n, 37, embed_dim], L2-normalised.
+
+        Each patch vector leaves the self-attention block and goes through the tower's MLP on its own;
+        the image embedding itself is the MLP of their mean.
+        """
+        attended = self.imgencoder.attend(check_pixels(pixels).to(self.device))
+        return F.normalize(self.imgencoder.learnable["imgFC"](attended), dim=-1)
+
+    def patch_boxes(self) -> Tensor:
+        """The 37 MSPP boxes [x0, y0, x1, y1] as fractions of the image side (grid boxes, then the whole image)."""
+        return self.imgencoder.boxes.cpu() / self.image_size
+
+    # --- saving and loading ----------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write model.safetensors, config.json and the tokenizer files into folder (each atomically)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_safetensors(self.state_dict(), folder / WEIGHTS_NAME, metadata={"format": "pt", "brivl": self.config.name})
+        self.config.save(folder)
+        if self.tokenizer is not None and self.config.text.tokenizer != "builtin:chars":
+            self.tokenizer.save_pretrained(str(folder))
+        return folder
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "BriVL":
+        """Load a model written by save_pretrained (no download, no pickle)."""
+        folder = Path(folder)
+        config = BriVLConfig.load(folder)
+        tokenizer = None
+        if config.text.tokenizer == "builtin:chars":
+            tokenizer = load_tokenizer("builtin:chars")
+        else:
+            try:
+                tokenizer = load_tokenizer(config.text.tokenizer, folder)
+            except TokenizerMissingError:
+                tokenizer = None  # images still work; encode_text says what is missing
+        model = cls(config, tokenizer=tokenizer)
+        load_into(model, load_safetensors(folder / WEIGHTS_NAME), str(folder / WEIGHTS_NAME))
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "BriVL":
+        """Load a model by preset name, folder or file (see brivl.hub.load)."""
+        from ..hub import load
+
+        return load(name_or_path, **kwargs)

@@ -1,0 +1,52 @@
+"""The text tower: transformers backbone -> per-token L2 norm -> self-attention -> masked mean -> MLP."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel
+
+from ..config import TextTowerConfig
+from .blocks import MLP, masked_mean, self_attention_block
+
+
+class TextBackbone(nn.Module):
+    """Holds the transformers model under `.bert`, the attribute name the release uses for any backbone."""
+
+    def __init__(self, backbone: dict):
+        super().__init__()
+        fields = dict(backbone)
+        model_type = fields.pop("model_type")
+        hf_config = AutoConfig.for_model(model_type, **fields)
+        self.bert = AutoModel.from_config(hf_config)
+
+
+class TextEncoder(nn.Module):
+    """Text tower with the release's module names (`backbone.bert`, `learnable.{textAtt,textFC}`)."""
+
+    def __init__(self, cfg: TextTowerConfig, embed_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = TextBackbone(cfg.backbone)
+        self.learnable = nn.ModuleDict({
+            "textAtt": self_attention_block(cfg.hidden_size, cfg.att_heads, cfg.att_layers, cfg.att_ff_dim, cfg.dropout),
+            "textFC": MLP(cfg.hidden_size, cfg.mlp_hidden or embed_dim, embed_dim),
+        })
+
+    def tokens(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """L2-normalised token vectors [N, L, hidden] from the backbone."""
+        # The release runs the backbone with no attention mask (padding is attended to); kept selectable.
+        mask = attention_mask if self.cfg.use_attention_mask else torch.ones_like(attention_mask)
+        out = self.backbone.bert(input_ids=input_ids, attention_mask=mask,
+                                 token_type_ids=torch.zeros_like(input_ids))
+        return F.normalize(out.last_hidden_state, dim=-1)
+
+    def attend(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Token vectors after the self-attention block [N, L, hidden]."""
+        pad = attention_mask == 0
+        return self.learnable["textAtt"](self.tokens(input_ids, attention_mask), src_key_padding_mask=pad)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Joint-space text embeddings [N, embed_dim], L2-normalised."""
+        fused = masked_mean(self.attend(input_ids, attention_mask), attention_mask == 0)
+        return F.normalize(self.learnable["textFC"](fused), dim=-1)

@@ -1,0 +1,74 @@
+"""Import of the official BriVL release (.pth with a 'learnable' state dict) into this package's format."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+from .checkpoint import CheckpointError, count_layers, load_into, load_torch_pickle, official_state_dict
+from .config import BriVLConfig, preset
+
+# The CNN width of the released checkpoint tells which preset's backbone it was trained with.
+_PRESET_BY_CNN_WIDTH = {2048: "brivl-1.0", 2560: "brivl-paper"}
+
+
+def config_from_official(state: dict[str, Tensor], base: str | None = None) -> BriVLConfig:
+    """A config that fits an official state dict: the preset's layout with the sizes read from the weights."""
+    head = state.get("imgencoder.backbone.conv_head.weight")
+    if base is None:
+        width = int(head.shape[0]) if head is not None else None
+        if width not in _PRESET_BY_CNN_WIDTH:
+            raise CheckpointError(f"cannot tell the CNN of this checkpoint (conv_head width {width}); "
+                                  f"name a preset: {', '.join(_PRESET_BY_CNN_WIDTH.values())}")
+        base = _PRESET_BY_CNN_WIDTH[width]
+    cfg = preset(base)
+    try:
+        fc2 = state["imgencoder.learnable.imgFC.fc2.weight"]
+        pool = state["imgencoder.learnable.max_pool.0.weight"]
+        words = state["textencoder.backbone.bert.embeddings.word_embeddings.weight"]
+        tfc1 = state["textencoder.learnable.textFC.fc1.weight"]
+        classifier = state.get("imgencoder.backbone.classifier.weight")
+    except KeyError as e:
+        raise CheckpointError(f"official checkpoint lacks {e}, so its sizes cannot be read") from None
+    cfg.embed_dim = int(fc2.shape[0])
+    cfg.image.patch_dim = int(pool.shape[0])
+    cfg.image.mlp_hidden = int(state["imgencoder.learnable.imgFC.fc1.weight"].shape[0])
+    if classifier is not None:
+        cfg.image.num_classes = int(classifier.shape[0])
+    cfg.image.att_layers = count_layers(state, r"^imgencoder\.learnable\.imgAtt\.layers\.(\d+)\.")
+    ff = state.get("imgencoder.learnable.imgAtt.layers.0.linear1.weight")
+    if ff is not None:
+        cfg.image.att_ff_dim = int(ff.shape[0])
+    text = cfg.text
+    text.backbone["vocab_size"], text.backbone["hidden_size"] = (int(n) for n in words.shape)
+    text.backbone["num_hidden_layers"] = count_layers(state, r"^textencoder\.backbone\.bert\.encoder\.layer\.(\d+)\.")
+    inter = state.get("textencoder.backbone.bert.encoder.layer.0.intermediate.dense.weight")
+    if inter is not None:
+        text.backbone["intermediate_size"] = int(inter.shape[0])
+    pos = state.get("textencoder.backbone.bert.embeddings.position_embeddings.weight")
+    if pos is not None:
+        text.backbone["max_position_embeddings"] = int(pos.shape[0])
+    text.mlp_hidden = int(tfc1.shape[0])
+    text.att_layers = count_layers(state, r"^textencoder\.learnable\.textAtt\.layers\.(\d+)\.")
+    tff = state.get("textencoder.learnable.textAtt.layers.0.linear1.weight")
+    if tff is not None:
+        text.att_ff_dim = int(tff.shape[0])
+    # The release attends to padding; converted models keep that so they reproduce its embeddings.
+    text.use_attention_mask = False
+    text.tokenizer = ""
+    cfg.name = f"{base}-converted"
+    cfg.validate()
+    return cfg
+
+
+def load_official(path: str | Path, base: str | None = None, tokenizer: str | Path | None = None):
+    """Build a BriVL model from an official .pth (weights_only load; momentum copies and queues ignored)."""
+    from .model.brivl import BriVL
+    from .tokenizer import load_tokenizer
+
+    state = official_state_dict(load_torch_pickle(path), str(path))
+    cfg = config_from_official(state, base)
+    tok = load_tokenizer(str(tokenizer), None) if tokenizer else None
+    model = BriVL(cfg, tokenizer=tok)
+    load_into(model, state, str(path))
+    return model.eval()
