@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert an official BriVL .pth into a safetensors model folder")
     p.add_argument("checkpoint", help="the official .pth file (loaded with weights_only=True)")
     p.add_argument("out_dir", help="folder to write model.safetensors, config.json and tokenizer files to")
-    p.add_argument("--preset", choices=["brivl-1.0", "brivl-paper"], help="layout (default: read from the weights)")
+    p.add_argument("--preset", help="the preset whose layout the weights follow (default: told by the CNN width)")
     p.add_argument("--tokenizer", help="tokenizer folder or vocab.txt of the text backbone, copied into out_dir")
     return parser
 

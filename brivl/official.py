@@ -55,7 +55,8 @@ def config_from_official(state: dict[str, Tensor], base: str | None = None) -> B
         text.att_ff_dim = int(tff.shape[0])
     # The release attends to padding; converted models keep that so they reproduce its embeddings.
     text.use_attention_mask = False
-    text.tokenizer = ""
+    if text.tokenizer != "builtin:chars":
+        text.tokenizer = ""  # the release ships none: it comes with --tokenizer or stays missing
     cfg.name = f"{base}-converted"
     cfg.validate()
     return cfg
