@@ -52,19 +52,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `brivl` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    warnings.simplefilter("default")
-    warnings.showwarning = _show_warning
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .hub import ModelNotFoundError
     from .inputs import InputError
     from .tokenizer import TokenizerMissingError
 
-    try:
-        return COMMANDS[args.command](args)
-    except (InputError, CheckpointError, ConfigError, ModelNotFoundError, TokenizerMissingError) as e:
-        print(f"brivl {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    with warnings.catch_warnings():  # show warnings as one line each, only while the command runs
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            _check_output_suffix(getattr(args, "output", None))
+            return COMMANDS[args.command](args)
+        except (InputError, CheckpointError, ConfigError, ModelNotFoundError, TokenizerMissingError) as e:
+            print(f"brivl {args.command}: error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+
+
+OUTPUT_SUFFIXES = (".npy", ".json", ".safetensors")
+
+
+def _check_output_suffix(output: str | None) -> None:
+    from .inputs import InputError
+
+    if output and Path(output).suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"{output}: unknown output format; use {', '.join(OUTPUT_SUFFIXES)}")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -132,7 +144,7 @@ def _save(path: str, emb, labels: list[str]) -> None:
     elif out.suffix == ".safetensors":
         save_safetensors({"embeddings": emb.detach().cpu().float()}, out, metadata={"labels": json.dumps(labels)})
     else:
-        raise InputError(f"{out}: unknown output format; use .npy, .json or .safetensors")
+        raise InputError(f"{out}: unknown output format; use {', '.join(OUTPUT_SUFFIXES)}")
     print(f"saved {array.shape[0]} x {array.shape[1]} embeddings to {out}", file=sys.stderr)
 
 

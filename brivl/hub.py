@@ -26,8 +26,9 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
     name = str(name_or_path)
     path = Path(name).expanduser()
     if name == "tiny":
-        torch.manual_seed(TINY_SEED)  # the tiny preset is defined as these seeded random weights
-        model = BriVL(preset("tiny"))
+        with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
+            torch.manual_seed(TINY_SEED)  # the tiny preset is defined as these seeded random weights
+            model = BriVL(preset("tiny"))
     elif name in _RELEASE_ONLY and not path.exists():
         raise ModelNotFoundError(
             f"{name!r} is a layout, not shipped weights: get {_RELEASE_ONLY[name]}, convert it once with "

@@ -309,3 +309,26 @@ def test_patch_embeddings_of_valid_pixels(model):
     p = model.patch_embeddings(pixels)
     assert p.shape == (2, 37, 32)
     assert torch.allclose(p.norm(dim=-1), torch.ones(2, 37), atol=1e-5)
+
+
+def test_float_and_negative_high_depth_images_keep_their_values(tmp_path):
+    from PIL import Image
+
+    from brivl.images import load_image
+
+    f = Image.fromarray(np.array([[0.0, 0.5], [1.0, 0.25]], dtype=np.float32), mode="F")
+    f.save(tmp_path / "f.tiff")
+    got = load_image(tmp_path / "f.tiff")[0]
+    assert torch.allclose(got, torch.tensor([[0.0, 0.5], [1.0, 0.25]]), atol=1 / 255)
+    i32 = Image.fromarray(np.array([[-100, 0], [1000, 500]], dtype=np.int32), mode="I")
+    i32.save(tmp_path / "i.tiff")
+    got = load_image(tmp_path / "i.tiff")[0]
+    assert torch.allclose(got, torch.tensor([[0.0, 0.0], [1.0, 0.5]]), atol=1 / 255)
+
+
+def test_loading_tiny_leaves_the_callers_rng_alone():
+    torch.manual_seed(999)
+    expected = torch.rand(3)
+    torch.manual_seed(999)
+    brivl.load("tiny")
+    assert torch.equal(torch.rand(3), expected)
