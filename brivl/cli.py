@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="folder to write model.safetensors, config.json and tokenizer files to")
     p.add_argument("--preset", help="the preset whose layout the weights follow (default: told by the CNN width)")
     p.add_argument("--tokenizer", help="tokenizer folder or vocab.txt of the text backbone, copied into out_dir")
+    p = sub.add_parser("train", help="cross-modal MoCo pre-training on DeepSpeed (see README: Training)")
+    p.add_argument("--config", required=True, help="a YAML training config")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
+
+    p = sub.add_parser("make-toy-data", help="write a procedural captioned-shapes data set (for smoke tests)")
+    p.add_argument("folder", help="where to write images/ and manifest.jsonl")
+    p.add_argument("-n", type=int, default=512, help="number of pairs (default 512)")
+    p.add_argument("--size", type=int, default=96, help="image side in pixels (default 96)")
+    p.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -54,9 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .data import DataError
     from .hub import ModelNotFoundError
     from .inputs import InputError
+    from .moco import QueueSizeError
     from .tokenizer import TokenizerMissingError
+
+    errors = (InputError, CheckpointError, ConfigError, ModelNotFoundError, TokenizerMissingError, DataError,
+              QueueSizeError, FloatingPointError)
 
     with warnings.catch_warnings():  # show warnings as one line each, only while the command runs
         warnings.simplefilter("default")
@@ -64,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             _check_output_suffix(getattr(args, "output", None))
             return COMMANDS[args.command](args)
-        except (InputError, CheckpointError, ConfigError, ModelNotFoundError, TokenizerMissingError) as e:
+        except errors as e:
             print(f"brivl {args.command}: error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
 
@@ -213,8 +229,33 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run or resume pre-training."""
+    import logging
+
+    from .train import TrainConfig, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = TrainConfig.load(args.config)
+    if args.steps is not None:
+        cfg.steps = args.steps
+    last = train(cfg, resume=args.resume)
+    if last:
+        print(json.dumps(last))
+    return 0
+
+
+def cmd_make_toy_data(args: argparse.Namespace) -> int:
+    """Write the toy captioned-shapes data set."""
+    from .toydata import make_toy_pairs
+
+    print(make_toy_pairs(args.folder, args.n, size=args.size, seed=args.seed))
+    return 0
+
+
 COMMANDS = {"info": cmd_info, "encode-text": cmd_encode_text, "encode-image": cmd_encode_image,
-            "similarity": cmd_similarity, "convert": cmd_convert}
+            "similarity": cmd_similarity, "convert": cmd_convert, "train": cmd_train,
+            "make-toy-data": cmd_make_toy_data}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,8 +5,17 @@ import torch
 from torch import Tensor, nn
 
 
-def self_attention_block(dim: int, heads: int, layers: int, ff_dim: int, dropout: float) -> nn.TransformerEncoder:
+class NoSelfAttention(nn.Module):
+    """The paper's "w/o SA" ablation: patch/token vectors pass straight to the mean."""
+
+    def forward(self, x: Tensor, src_key_padding_mask: Tensor | None = None) -> Tensor:
+        return x
+
+
+def self_attention_block(dim: int, heads: int, layers: int, ff_dim: int, dropout: float) -> nn.Module:
     """A stack of post-norm ReLU TransformerEncoderLayers, as in the release (its keys are `layers.N.*`)."""
+    if layers == 0:
+        return NoSelfAttention()
     layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=ff_dim, dropout=dropout, batch_first=True)
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 

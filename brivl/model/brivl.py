@@ -48,8 +48,8 @@ class BriVL(nn.Module):
         """Device of the model's weights."""
         return next(self.parameters()).device
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        """Token ids and attention mask for texts, truncated to max_len with a warning."""
+    def tokenize(self, texts: Sequence[str], warn: bool = True) -> dict[str, Tensor]:
+        """Token ids and attention mask for texts, truncated to max_len (with a warning, or counted in 'truncated')."""
         texts = check_texts(texts)
         if self.tokenizer is None:
             raise TokenizerMissingError(
@@ -58,14 +58,17 @@ class BriVL(nn.Module):
         max_len = self.config.text.max_len
         lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
         long = [i for i, n in enumerate(lengths) if n > max_len]
-        if long:
+        if long and warn:
             warnings.warn(f"{len(long)} text(s) longer than {max_len} tokens were truncated "
                           f"(text {long[0]} had {lengths[long[0]]} tokens)", stacklevel=3)
         # The release pads to max_len and attends to padding; with the mask on, the padded length
         # does not change the result, so pad only to the longest text.
         padding = "longest" if self.config.text.use_attention_mask else "max_length"
         enc = self.tokenizer(texts, padding=padding, truncation=True, max_length=max_len, return_tensors="pt")
-        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+        out = {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+        if not warn:
+            out["truncated"] = torch.tensor(len(long))
+        return out
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         """L2-normalised text embeddings [n, embed_dim]."""
