@@ -55,6 +55,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-5
     warmup_steps: int = 0
+    grad_clip: float = 0.0  # gradient-norm clipping; 0 is off (the paper does not mention any)
     schedule: str = "constant"  # or "cosine" (after warm-up)
     zero_stage: int = 0
     precision: str = "fp32"  # or "bf16"
@@ -80,7 +81,7 @@ class TrainConfig:
         if "data" not in data:
             raise ConfigError("the training config needs `data:` (a manifest or a folder of image + text files)")
         cfg = cls(**data, freeze=FreezeConfig(**freeze))
-        for key in ("lr", "weight_decay", "momentum", "temperature"):
+        for key in ("lr", "weight_decay", "momentum", "temperature", "grad_clip"):
             value = getattr(cfg, key)
             if value is not None:
                 setattr(cfg, key, float(value))  # YAML reads 1e-4 as a string
@@ -273,8 +274,14 @@ def load_checkpoint(path: Path, engine, moco: CrossModalMoCo, sampler: Resumable
                               str(path / "momentum.safetensors"))
                 for buf in ("img_queue", "text_queue", "queue_ptr", "queue_fill"):
                     getattr(moco, buf).copy_(extra[buf])
-    live = engine.optimizer.state_dict()
-    engine.optimizer.load_state_dict(load_nested(path / f"optim-rank{rank}", live))
+    saved = load_nested(path / f"optim-rank{rank}", engine.optimizer.state_dict())
+    if engine.zero_optimization_stage() > 0:
+        # ZeRO optimizers take one state per saved rank; with an unchanged world only this rank's is read,
+        # and the fp32 master partition is restored exactly rather than rebuilt from the model weights.
+        engine.optimizer.load_state_dict([saved if r == rank else None for r in range(world)],
+                                         load_from_fp32_weights=True)
+    else:
+        engine.optimizer.load_state_dict(saved)
     set_rng_state(load_nested(path / f"rng-rank{rank}", rng_state()))
     sampler.state.epoch, sampler.state.batch = state["sampler"]["epoch"], state["sampler"]["batch"]
     return state
@@ -289,12 +296,28 @@ def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
         "optimizer": {"type": "Adam", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay,
                                                  "torch_adam": True, "adam_w_mode": False}},
         "zero_optimization": {"stage": cfg.zero_stage},
+        "gradient_clipping": cfg.grad_clip,
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
     if cfg.precision == "bf16":
         ds["bf16"] = {"enabled": True}
     return ds
+
+
+@torch.no_grad()
+def average_bn_statistics(module: torch.nn.Module) -> None:
+    """Average batch-norm running statistics over processes, so every rank holds the same model."""
+    buffers = [b for n, b in module.named_buffers() if n.endswith(("running_mean", "running_var"))]
+    if not buffers:
+        return
+    flat = torch.cat([b.flatten().float() for b in buffers])
+    dist.all_reduce(flat)  # gloo has no AVG: sum, then divide
+    flat /= dist.get_world_size()
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b))
+        offset += b.numel()
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -363,6 +386,8 @@ class Trainer:
                                 f"step (lower the learning rate or use fp32)")
         self.engine.backward(loss)
         self.engine.step()
+        if self.world > 1:
+            average_bn_statistics(moco)
         self.step += 1
         return {"step": self.step, "loss": loss.item(), "loss_i2t": result["loss_i2t"].item(),
                 "loss_t2i": result["loss_t2i"].item(), "lr": lr,

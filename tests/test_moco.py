@@ -1,0 +1,120 @@
+"""Cross-modal MoCo: the queues, the momentum update and the loss of eq. 10-12, checked against direct sums."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import brivl
+from brivl.loss import inbatch_loss, moco_loss
+from brivl.moco import CrossModalMoCo, QueueSizeError, check_queue_size
+
+
+@pytest.fixture()
+def moco():
+    return CrossModalMoCo(brivl.load("tiny"), queue_size=16, momentum=0.9, temperature=0.07)
+
+
+def _unit(*shape, seed=0):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_queue_holds_exactly_the_last_nq_keys_in_order(moco):
+    keys_img, keys_txt = [], []
+    for step in range(7):  # 28 keys through a 16-slot queue
+        ki, kt = _unit(4, 32, seed=step), _unit(4, 32, seed=100 + step)
+        moco.enqueue(ki, kt)
+        keys_img.append(ki)
+        keys_txt.append(kt)
+    img_q, txt_q = moco.queue_in_order()
+    assert torch.equal(img_q, torch.cat(keys_img)[-16:].T)
+    assert torch.equal(txt_q, torch.cat(keys_txt)[-16:].T)
+    assert int(moco.queue_ptr) == 28 % 16 and int(moco.queue_fill) == 16
+
+
+def test_forward_enqueues_the_momentum_keys_after_using_the_old_queue(moco):
+    seen = {"img": [], "txt": []}
+    moco.imgencoder_mom.register_forward_hook(lambda m, i, o: seen["img"].append(o.detach().clone()))
+    moco.textencoder_mom.register_forward_hook(lambda m, i, o: seen["txt"].append(o.detach().clone()))
+    model = moco.model
+    texts = ["a red circle", "a blue square", "green grass", "the night sky"]
+    tokens = model.tokenize(texts)
+    for step in range(5):
+        pixels = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(step))
+        old_img_q, old_txt_q = moco.img_queue.clone(), moco.text_queue.clone()
+        out = moco(pixels, tokens["input_ids"], tokens["attention_mask"])
+        with torch.no_grad():
+            z_i, z_t = model.imgencoder(pixels), model.textencoder(**tokens)
+        l_i2t, l_t2i = moco_loss(z_i, z_t, seen["img"][-1], seen["txt"][-1], old_img_q, old_txt_q, 0.07)
+        assert torch.allclose(out["loss"], l_i2t + l_t2i, atol=1e-5)
+    img_q, txt_q = moco.queue_in_order()
+    assert torch.equal(img_q, torch.cat(seen["img"])[-16:].T)
+    assert torch.equal(txt_q, torch.cat(seen["txt"])[-16:].T)
+
+
+def test_momentum_update_matches_the_formula(moco):
+    with torch.no_grad():
+        for p in moco.query_parameters():
+            p.add_(torch.randn_like(p))
+    before = [p.detach().clone() for p in moco.momentum_parameters()]
+    query = [p.detach().clone() for p in moco.query_parameters()]
+    moco.momentum_update()
+    for k, k0, q in zip(moco.momentum_parameters(), before, query):
+        assert torch.allclose(k, 0.9 * k0 + 0.1 * q, atol=1e-6)
+    assert not any(p.requires_grad for p in moco.momentum_parameters())
+    assert len(moco.momentum_parameters()) == len(moco.query_parameters()) > 50
+
+
+def test_momentum_towers_start_as_copies_and_are_separate(moco):
+    for k, q in zip(moco.momentum_parameters(), moco.query_parameters()):
+        assert torch.equal(k, q) and k.data_ptr() != q.data_ptr()
+    names = {n.split(".")[0] for n, _ in moco.state_dict().items()}
+    assert names == {"imgencoder", "textencoder", "imgencoder_mom", "textencoder_mom",
+                     "img_queue", "text_queue", "queue_ptr", "queue_fill"}
+
+
+def _direct_infonce(q, pos, negs, tau):
+    total = 0.0
+    for i in range(len(q)):
+        num = math.exp(float(q[i] @ pos[i]) / tau)
+        den = num + sum(math.exp(float(q[i] @ n) / tau) for n in negs)
+        total += -math.log(num / den)
+    return total / len(q)
+
+
+def test_moco_loss_equals_eq_10_to_12_summed_directly():
+    z_i, z_t, k_i, k_t = (_unit(3, 8, seed=s) for s in range(4))
+    q_i, q_t = _unit(5, 8, seed=10), _unit(5, 8, seed=11)
+    l_i2t, l_t2i = moco_loss(z_i, z_t, k_i, k_t, q_i.T, q_t.T, 0.07)
+    assert l_i2t.item() == pytest.approx(_direct_infonce(z_i, k_t, q_t, 0.07), rel=1e-5)  # eq. 10
+    assert l_t2i.item() == pytest.approx(_direct_infonce(z_t, k_i, q_i, 0.07), rel=1e-5)  # eq. 11
+    assert l_i2t.item() != pytest.approx(l_t2i.item(), rel=1e-3)
+
+
+def test_inbatch_loss_uses_the_other_pairs_as_negatives():
+    z_i, z_t = _unit(4, 8, seed=1), _unit(4, 8, seed=2)
+    l_i2t, l_t2i = inbatch_loss(z_i, z_t, 0.1)
+    expected_i2t = sum(-math.log(math.exp(float(z_i[a] @ z_t[a]) / 0.1)
+                                 / sum(math.exp(float(z_i[a] @ z_t[b]) / 0.1) for b in range(4))) for a in range(4)) / 4
+    expected_t2i = sum(-math.log(math.exp(float(z_t[a] @ z_i[a]) / 0.1)
+                                 / sum(math.exp(float(z_t[a] @ z_i[b]) / 0.1) for b in range(4))) for a in range(4)) / 4
+    assert l_i2t.item() == pytest.approx(expected_i2t, rel=1e-5)
+    assert l_t2i.item() == pytest.approx(expected_t2i, rel=1e-5)
+
+
+def test_queue_size_must_be_a_multiple_of_the_global_batch(moco):
+    check_queue_size(9600, 192)
+    with pytest.raises(QueueSizeError, match="queue size 100 is not a multiple of the global batch 32"):
+        check_queue_size(100, 32)
+    with pytest.raises(QueueSizeError):
+        moco.enqueue(_unit(3, 32), _unit(3, 32))
+
+
+def test_inbatch_mode_has_no_momentum_towers_or_queues():
+    m = CrossModalMoCo(brivl.load("tiny"), loss="inbatch")
+    assert not hasattr(m, "imgencoder_mom") and "img_queue" not in dict(m.named_buffers())
+    tokens = m.model.tokenize(["a", "b"])
+    out = m(torch.rand(2, 3, 64, 64), tokens["input_ids"], tokens["attention_mask"])
+    assert out["loss"].requires_grad and out["loss"].item() > 0
+    with pytest.raises(ValueError, match="unknown loss"):
+        CrossModalMoCo(brivl.load("tiny"), loss="byol")
