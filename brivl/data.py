@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,14 @@ class DataError(ValueError):
     """A manifest or folder that yields no usable pairs; the message says where and why."""
 
 
+class _Unusable(Exception):
+    """One pair that cannot be used, with the reason it is counted under."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Pair:
     """One image file and its text."""
@@ -42,17 +51,19 @@ def read_pairs(source: str | Path) -> list[Pair]:
                  and (txt := img.with_suffix(".txt")).is_file()]
     elif source.is_file() and source.suffix == ".jsonl":
         pairs = []
-        for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(source.read_text(encoding="utf-8-sig").splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                pairs.append(Pair(source.parent / row["image"], str(row.get("text", row.get("caption", "")))))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                text = row.get("text")
+                text = row.get("caption") if text is None else text
+                pairs.append(Pair(source.parent / row["image"], "" if text is None else str(text)))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
                 raise DataError(f"{source}:{n}: expected a JSON object with 'image' and 'text' ({e})") from None
     elif source.is_file() and source.suffix in (".tsv", ".txt"):
         pairs = []
-        for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(source.read_text(encoding="utf-8-sig").splitlines(), 1):
             if not line.strip() or (n == 1 and line.lower().startswith("image\t")):
                 continue
             if "\t" not in line:
@@ -102,7 +113,8 @@ class PairDataset:
     def __init__(self, pairs: list[Pair], image_size: int, augment: Augment | None = None, seed: int = 0):
         self.pairs, self.image_size, self.augment, self.seed = pairs, image_size, augment, seed
         self.skipped: Counter[str] = Counter()
-        self._bad: set[int] = set()
+        self.bad: set[int] = set()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -110,12 +122,17 @@ class PairDataset:
     def _load(self, index: int, epoch: int) -> tuple[Tensor, str]:
         pair = self.pairs[index]
         if not pair.text.strip():
-            raise InputError("empty text")
-        img = load_image(pair.image)
+            raise _Unusable("empty text", "the text is empty")
+        if not pair.image.is_file():
+            raise _Unusable("missing file", f"{pair.image}: no such file")
+        try:
+            img = load_image(pair.image)
+        except InputError as e:
+            raise _Unusable("unreadable image", str(e)) from None
         img = F.interpolate(img[None], size=(self.image_size, self.image_size), mode="bilinear",
                             align_corners=False, antialias=True)[0].clamp(0, 1)
         if self.augment is not None:
-            g = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF)
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_000_007 + index)
             img = self.augment(img, g)
         return img, pair.text
 
@@ -123,16 +140,17 @@ class PairDataset:
         """Item `index`, or the next loadable one after it (deterministically) if it cannot be read."""
         for probe in range(len(self.pairs)):
             i = (index + probe) % len(self.pairs)
-            if i in self._bad:
+            if i in self.bad:
                 continue
             try:
                 return self._load(i, epoch)
-            except InputError as e:
-                self._bad.add(i)
-                reason = "empty text" if "empty text" in str(e) else ("missing file" if "no such file" in str(e)
-                                                                      else "unreadable image")
-                self.skipped[reason] += 1
-                log.warning("skipping pair %d (%s): %s", i, reason, e)
+            except _Unusable as e:
+                with self._lock:  # several loader threads may meet the same bad pair: count it once
+                    if i in self.bad:
+                        continue
+                    self.bad.add(i)
+                    self.skipped[e.reason] += 1
+                log.warning("skipping pair %d (%s): %s", i, e.reason, e)
         raise DataError("no loadable image-text pair in the whole data set")
 
 
@@ -148,6 +166,9 @@ class ResumableSampler:
     """A seeded permutation per epoch, cut into global batches; each process reads its own slice of each."""
 
     def __init__(self, size: int, global_batch: int, rank: int = 0, world: int = 1, seed: int = 0):
+        if not 0 <= rank < world or global_batch % world:
+            raise DataError(f"rank {rank} of {world} processes with a global batch of {global_batch}: "
+                            f"the batch must split evenly over the processes")
         if size < global_batch:
             raise DataError(f"the data set has {size} pairs, fewer than one global batch of {global_batch}")
         self.size, self.global_batch, self.rank, self.world, self.seed = size, global_batch, rank, world, seed

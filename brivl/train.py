@@ -208,7 +208,7 @@ class _NullContext:
 
 
 def save_checkpoint(engine, moco: CrossModalMoCo, cfg: TrainConfig, step: int, sampler: ResumableSampler,
-                    metrics: dict[str, Any]) -> Path:
+                    metrics: dict[str, Any], process_state: Callable[[], dict[str, Any]]) -> Path:
     """Write checkpoint `step` atomically: a temp folder, then a rename, then the `latest` pointer."""
     rank, world = dist.get_rank(), dist.get_world_size()
     root = Path(cfg.output) / "checkpoints"
@@ -228,7 +228,7 @@ def save_checkpoint(engine, moco: CrossModalMoCo, cfg: TrainConfig, step: int, s
                              queue_ptr=moco.queue_ptr, queue_fill=moco.queue_fill)
                 save_safetensors(extra, tmp / "momentum.safetensors")
     save_nested(engine.optimizer.state_dict(), tmp / f"optim-rank{rank}")
-    save_nested(rng_state(), tmp / f"rng-rank{rank}")
+    save_nested(process_state(), tmp / f"process-rank{rank}")
     dist.barrier()
     if rank == 0:
         state = {"step": step, "world_size": world, "sampler": dataclasses.asdict(sampler.state),
@@ -256,7 +256,9 @@ def latest_checkpoint(output: str | Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, engine, moco: CrossModalMoCo, sampler: ResumableSampler) -> dict[str, Any]:
+def load_checkpoint(path: Path, engine, moco: CrossModalMoCo, sampler: ResumableSampler,
+                    process_state: Callable[[], dict[str, Any]],
+                    restore_process_state: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Restore weights, momentum towers, queues, optimizer, sampler and RNG from a checkpoint folder."""
     rank, world = dist.get_rank(), dist.get_world_size()
     state = json.loads((path / "state.json").read_text())
@@ -282,7 +284,7 @@ def load_checkpoint(path: Path, engine, moco: CrossModalMoCo, sampler: Resumable
                                          load_from_fp32_weights=True)
     else:
         engine.optimizer.load_state_dict(saved)
-    set_rng_state(load_nested(path / f"rng-rank{rank}", rng_state()))
+    restore_process_state(load_nested(path / f"process-rank{rank}", process_state()))
     sampler.state.epoch, sampler.state.batch = state["sampler"]["epoch"], state["sampler"]["batch"]
     return state
 
@@ -351,10 +353,9 @@ class Trainer:
         self.truncated = 0
         checkpoint = latest_checkpoint(self.out) if resume else None
         if checkpoint is not None:
-            state = load_checkpoint(checkpoint, self.engine, self.moco, self.sampler)
+            state = load_checkpoint(checkpoint, self.engine, self.moco, self.sampler, self.process_state,
+                                    self.restore_process_state)
             self.step = state["step"]
-            self.truncated = int(state["metrics"].get("truncated_texts", 0))
-            self.dataset.skipped.update(state["metrics"].get("skipped", {}))
             if self.rank == 0:
                 log.info("resumed from %s at step %d", checkpoint, self.step)
         else:
@@ -362,6 +363,19 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.out / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+
+    def process_state(self) -> dict[str, Any]:
+        """What each process must keep for an exact resume: its RNG and its data-skipping record."""
+        return {"rng": rng_state(), "bad": sorted(self.dataset.bad), "skipped": dict(self.dataset.skipped),
+                "truncated": self.truncated}
+
+    def restore_process_state(self, state: dict[str, Any]) -> None:
+        """Restore what process_state returned."""
+        set_rng_state(state["rng"])
+        self.dataset.bad = set(state["bad"])
+        self.dataset.skipped.clear()
+        self.dataset.skipped.update(state["skipped"])
+        self.truncated = int(state["truncated"])
 
     def train_step(self, pixels: torch.Tensor, texts: list[str]) -> dict[str, Any]:
         """One optimisation step on one batch; returns its metrics."""
@@ -417,7 +431,7 @@ class Trainer:
             if callback is not None:
                 callback(last)
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                save_checkpoint(self.engine, self.moco, cfg, self.step, self.sampler, last)
+                save_checkpoint(self.engine, self.moco, cfg, self.step, self.sampler, last, self.process_state)
         bar.close()
         return last
 

@@ -154,8 +154,13 @@ def test_bad_data_is_skipped_and_counted(tmp_path):
     rows += [json.dumps({"image": "missing.png", "text": "gone"}), json.dumps({"image": "broken.png", "text": "x"}),
              json.dumps({"image": "images/000000.png", "text": "   "})]
     manifest.write_text("\n".join(rows) + "\n")
-    last = train(_cfg(manifest, tmp_path / "run", steps=8, save_every=100, augment=False), progress=False)
+    last = train(_cfg(manifest, tmp_path / "run", steps=8, save_every=4, augment=False), progress=False)
     assert last["step"] == 8
+    assert last["skipped"] == {"missing file": 1, "unreadable image": 1, "empty text": 1}
+    # A resumed run remembers what it skipped: the same bad pairs are not counted again.
+    last = train(_cfg(manifest, tmp_path / "run", steps=16, save_every=4, augment=False), resume=True,
+                 progress=False)
+    assert last["step"] == 16
     assert last["skipped"] == {"missing file": 1, "unreadable image": 1, "empty text": 1}
 
 

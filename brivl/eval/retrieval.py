@@ -1,0 +1,46 @@
+"""Image-text retrieval: Recall@1/5/10 in both directions and their sum (Recall@SUM), as in the paper's tables."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..data import Pair
+from ..images import load_images
+
+
+def recall_at_k(sim: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K (in %) of an [n, n] image x text similarity matrix whose pair i is image i with text i."""
+    if sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"expected a square image x text similarity matrix, got {tuple(sim.shape)}")
+    n = sim.shape[0]
+    truth = torch.arange(n, device=sim.device)
+    # Rank of the true partner: how many candidates score strictly higher.
+    i2t_rank = (sim > sim[truth, truth][:, None]).sum(dim=1)
+    t2i_rank = (sim.T > sim[truth, truth][:, None]).sum(dim=1)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).float().mean().item()
+    for k in ks:
+        out[f"t2i_R@{k}"] = 100.0 * (t2i_rank < k).float().mean().item()
+    out["R@SUM"] = sum(out.values())
+    return out
+
+
+@torch.no_grad()
+def embed_pairs(model, pairs: Sequence[Pair], batch_size: int = 32, progress: bool = False) -> tuple[Tensor, Tensor]:
+    """Image and text embeddings [n, d] of image-text pairs, in batches."""
+    imgs, txts = [], []
+    for start in tqdm(range(0, len(pairs), batch_size), disable=not progress, desc="embedding", unit="batch"):
+        chunk = pairs[start:start + batch_size]
+        imgs.append(model.encode_image(load_images([p.image for p in chunk], model.image_size)))
+        txts.append(model.encode_text([p.text for p in chunk]))
+    return torch.cat(imgs), torch.cat(txts)
+
+
+def retrieval_metrics(model, pairs: Sequence[Pair], batch_size: int = 32) -> dict[str, float]:
+    """Recall@1/5/10 (image->text and text->image) and Recall@SUM of a model on held-out pairs."""
+    img, txt = embed_pairs(model, pairs, batch_size)
+    return recall_at_k(img @ txt.T)
