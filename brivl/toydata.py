@@ -27,16 +27,26 @@ def _draw(d: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fi
         d.rectangle([cx - w, cy - r, cx + w, cy + r], fill=fill)
 
 
-def make_toy_pairs(folder: str | Path, n: int, size: int = 96, seed: int = 0) -> Path:
-    """Write n captioned images ("a red circle on the left, on grass") and a manifest.jsonl; returns the manifest."""
+def make_toy_pairs(folder: str | Path, n: int, size: int = 96, seed: int = 0, unique: bool = False) -> Path:
+    """Write n captioned images ("a red circle on the left, on grass") and a manifest.jsonl; returns the manifest.
+
+    unique=True gives every image a different caption (at most 384), as retrieval benchmarks need.
+    """
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     colours, backdrops, positions = list(COLOURS), list(BACKDROPS), list(POSITIONS)
+    combos = [(c, s, b, p) for c in colours for s in SHAPES for b in backdrops for p in positions]
+    if unique and n > len(combos):
+        raise ValueError(f"only {len(combos)} distinct captions exist; asked for {n}")
+    order = rng.permutation(len(combos))[:n] if unique else None
     rows = []
     for i in range(n):
-        colour, shape = colours[rng.integers(len(colours))], SHAPES[rng.integers(len(SHAPES))]
-        back, pos = backdrops[rng.integers(len(backdrops))], positions[rng.integers(len(positions))]
+        if order is not None:
+            colour, shape, back, pos = combos[order[i]]
+        else:
+            colour, shape = colours[rng.integers(len(colours))], SHAPES[rng.integers(len(SHAPES))]
+            back, pos = backdrops[rng.integers(len(backdrops))], positions[rng.integers(len(positions))]
         base = np.array(BACKDROPS[back], dtype=np.float32)
         noise = rng.normal(0, 10, (size, size, 3)).astype(np.float32)
         im = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))

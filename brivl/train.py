@@ -122,7 +122,9 @@ def _free_port() -> int:
 def init_processes() -> tuple[int, int, torch.device]:
     """Join (or, alone, create) the process group: gloo on CPU, NCCL on GPUs. Returns rank, world, device."""
     import deepspeed
+    from deepspeed.utils import logger as ds_logger
 
+    ds_logger.setLevel(logging.WARNING)  # its INFO lines would drown the progress bar
     if "RANK" not in os.environ:  # a plain `python`/`brivl train`: a group of one
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
@@ -351,7 +353,10 @@ class Trainer:
         self.out = Path(cfg.output)
         self.step = 0
         self.truncated = 0
-        checkpoint = latest_checkpoint(self.out) if resume else None
+        checkpoint = latest_checkpoint(self.out)
+        if checkpoint is not None and not resume:
+            raise ConfigError(f"{self.out} already holds checkpoints (latest {checkpoint.name}): pass --resume to "
+                              f"continue that run, or choose a new output folder")
         if checkpoint is not None:
             state = load_checkpoint(checkpoint, self.engine, self.moco, self.sampler, self.process_state,
                                     self.restore_process_state)
@@ -363,6 +368,17 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.out / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+            self._trim_metrics()
+
+    def _trim_metrics(self) -> None:
+        # Steps logged after the checkpoint we resumed from will be run again: drop their old rows.
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        keep = [line for line in rows if json.loads(line).get("step", 0) <= self.step]
+        if len(keep) != len(rows):
+            atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
     def process_state(self) -> dict[str, Any]:
         """What each process must keep for an exact resume: its RNG and its data-skipping record."""

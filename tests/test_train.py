@@ -89,6 +89,10 @@ def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(toy, tmp_path, 
     last = train(_cfg(toy, tmp_path), resume=True, progress=False)
     assert last["step"] == 12 and latest_checkpoint(tmp_path).name == "step-0000012"
     assert not (tmp_path / "checkpoints" / ".step-0000012.partial").exists()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))  # the re-run steps 7-12 replace their first log rows
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        Trainer(_cfg(toy, tmp_path))
 
 
 def test_two_processes_end_with_identical_parameters_and_queues(toy, tmp_path):
