@@ -6,24 +6,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def queue_infonce(query: Tensor, positive: Tensor, queue: Tensor, temperature: float) -> Tensor:
-    """InfoNCE of queries [B, d] against their positive keys [B, d] and a queue of negatives [d, K] (eq. 10/11)."""
-    pos = (query * positive).sum(dim=-1, keepdim=True)  # [B, 1]
-    neg = query @ queue  # [B, K]
-    logits = torch.cat([pos, neg], dim=1) / temperature
-    target = torch.zeros(len(query), dtype=torch.long, device=query.device)  # the positive is column 0
-    return F.cross_entropy(logits, target)
+def queue_infonce(query: Tensor, queue: Tensor, positions: Tensor, temperature: float) -> Tensor:
+    """InfoNCE of queries [B, d] against a key queue [d, K] that already holds each query's positive.
 
-
-def moco_loss(z_img: Tensor, z_txt: Tensor, k_img: Tensor, k_txt: Tensor,
-              img_queue: Tensor, txt_queue: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-    """Cross-modal MoCo loss (eq. 12): images against text keys + text queue, texts against image keys + image queue.
-
-    Returns (L_i2t, L_t2i); the total is their sum.
+    positions[i] is the queue column of query i's positive key p_i; every other column is a negative,
+    so the denominator is exp(z.p/t) + sum over Q minus {p} of exp(z.n/t), as in eq. 10-11.
     """
-    l_i2t = queue_infonce(z_img, k_txt, txt_queue, temperature)
-    l_t2i = queue_infonce(z_txt, k_img, img_queue, temperature)
-    return l_i2t, l_t2i
+    return F.cross_entropy(query @ queue / temperature, positions)
+
+
+def moco_loss(z_img: Tensor, z_txt: Tensor, img_queue: Tensor, txt_queue: Tensor, positions: Tensor,
+              temperature: float) -> tuple[Tensor, Tensor]:
+    """Cross-modal MoCo loss (eq. 10-12): images against the text queue, texts against the image queue.
+
+    The queues already hold this batch's momentum keys at `positions` (the paper pushes N_t into Q
+    before the loss). Returns (L_i2t, L_t2i); the total (eq. 12) is their sum.
+    """
+    return (queue_infonce(z_img, txt_queue, positions, temperature),
+            queue_infonce(z_txt, img_queue, positions, temperature))
 
 
 def inbatch_loss(z_img: Tensor, z_txt: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -31,3 +31,4 @@ def inbatch_loss(z_img: Tensor, z_txt: Tensor, temperature: float) -> tuple[Tens
     logits = z_img @ z_txt.T / temperature
     target = torch.arange(len(z_img), device=z_img.device)
     return F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)
+

@@ -106,7 +106,7 @@ class CrossModalMoCo(nn.Module):
         return (torch.roll(self.img_queue, -ptr, dims=1), torch.roll(self.text_queue, -ptr, dims=1))
 
     def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
-        """One training step's loss: {'loss', 'loss_i2t', 'loss_t2i'} (and enqueues the keys under MoCo)."""
+        """One training step's loss: {'loss', 'loss_i2t', 'loss_t2i'} (under MoCo, after enqueueing the keys)."""
         z_img = self.imgencoder(pixels)
         z_txt = self.textencoder(input_ids, attention_mask)
         if self.loss_kind == "inbatch":
@@ -116,8 +116,13 @@ class CrossModalMoCo(nn.Module):
                 self.momentum_update()
                 k_img = self.imgencoder_mom(pixels)
                 k_txt = self.textencoder_mom(input_ids, attention_mask)
-            # Negatives are the queue before this batch joins it (eq. 10-11: Q minus the positive).
-            l_i2t, l_t2i = moco_loss(z_img, z_txt, k_img, k_txt, self.img_queue.clone(), self.text_queue.clone(),
+                # The paper pushes this batch's keys N_t into the queues first (eq. 6-9); each query's
+                # positive is then one column of Q and all other columns, this batch's included, are
+                # its negatives (eq. 10-11: Q minus {p}).
+                ptr = int(self.queue_ptr)
+                self.enqueue(gather_keys(k_img), gather_keys(k_txt))
+                rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+                positions = ptr + rank * len(k_img) + torch.arange(len(k_img), device=k_img.device)
+            l_i2t, l_t2i = moco_loss(z_img, z_txt, self.img_queue.clone(), self.text_queue.clone(), positions,
                                      self.temperature)
-            self.enqueue(gather_keys(k_img), gather_keys(k_txt))
         return {"loss": l_i2t + l_t2i, "loss_i2t": l_i2t.detach(), "loss_t2i": l_t2i.detach()}

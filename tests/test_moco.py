@@ -32,7 +32,7 @@ def test_queue_holds_exactly_the_last_nq_keys_in_order(moco):
     assert int(moco.queue_ptr) == 28 % 16 and int(moco.queue_fill) == 16
 
 
-def test_forward_enqueues_the_momentum_keys_after_using_the_old_queue(moco):
+def test_forward_enqueues_the_momentum_keys_then_contrasts_with_the_whole_queue(moco):
     seen = {"img": [], "txt": []}
     moco.imgencoder_mom.register_forward_hook(lambda m, i, o: seen["img"].append(o.detach().clone()))
     moco.textencoder_mom.register_forward_hook(lambda m, i, o: seen["txt"].append(o.detach().clone()))
@@ -41,12 +41,17 @@ def test_forward_enqueues_the_momentum_keys_after_using_the_old_queue(moco):
     tokens = model.tokenize(texts)
     for step in range(5):
         pixels = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(step))
-        old_img_q, old_txt_q = moco.img_queue.clone(), moco.text_queue.clone()
+        ptr = int(moco.queue_ptr)
         out = moco(pixels, tokens["input_ids"], tokens["attention_mask"])
+        # The paper's order: this batch's keys N_t enter the queues, then each query meets Q minus {p}.
+        assert torch.equal(moco.img_queue[:, ptr:ptr + 4], seen["img"][-1].T)
         with torch.no_grad():
             z_i, z_t = model.imgencoder(pixels), model.textencoder(**tokens)
-        l_i2t, l_t2i = moco_loss(z_i, z_t, seen["img"][-1], seen["txt"][-1], old_img_q, old_txt_q, 0.07)
-        assert torch.allclose(out["loss"], l_i2t + l_t2i, atol=1e-5)
+        q_img, q_txt = moco.img_queue.T, moco.text_queue.T
+        positives = list(range(ptr, ptr + 4))
+        expected = (_direct_infonce(z_i, q_txt[positives], _others(q_txt, positives), 0.07)
+                    + _direct_infonce(z_t, q_img[positives], _others(q_img, positives), 0.07))
+        assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
     img_q, txt_q = moco.queue_in_order()
     assert torch.equal(img_q, torch.cat(seen["img"])[-16:].T)
     assert torch.equal(txt_q, torch.cat(seen["txt"])[-16:].T)
@@ -73,21 +78,29 @@ def test_momentum_towers_start_as_copies_and_are_separate(moco):
                      "img_queue", "text_queue", "queue_ptr", "queue_fill"}
 
 
+def _others(queue_rows, positives):
+    """Per query i: the queue rows other than its own positive (Q minus {p_i})."""
+    return [[queue_rows[j] for j in range(len(queue_rows)) if j != p] for p in positives]
+
+
 def _direct_infonce(q, pos, negs, tau):
+    """Eq. 10 by hand: -mean log exp(z.p/t) / (exp(z.p/t) + sum_n exp(z.n/t)); negs[i] lists query i's negatives."""
     total = 0.0
     for i in range(len(q)):
         num = math.exp(float(q[i] @ pos[i]) / tau)
-        den = num + sum(math.exp(float(q[i] @ n) / tau) for n in negs)
+        den = num + sum(math.exp(float(q[i] @ n) / tau) for n in negs[i])
         total += -math.log(num / den)
     return total / len(q)
 
 
 def test_moco_loss_equals_eq_10_to_12_summed_directly():
-    z_i, z_t, k_i, k_t = (_unit(3, 8, seed=s) for s in range(4))
-    q_i, q_t = _unit(5, 8, seed=10), _unit(5, 8, seed=11)
-    l_i2t, l_t2i = moco_loss(z_i, z_t, k_i, k_t, q_i.T, q_t.T, 0.07)
-    assert l_i2t.item() == pytest.approx(_direct_infonce(z_i, k_t, q_t, 0.07), rel=1e-5)  # eq. 10
-    assert l_t2i.item() == pytest.approx(_direct_infonce(z_t, k_i, q_i, 0.07), rel=1e-5)  # eq. 11
+    z_i, z_t = _unit(3, 8, seed=0), _unit(3, 8, seed=1)
+    q_i, q_t = _unit(8, 8, seed=10), _unit(8, 8, seed=11)  # queues of 8 keys, this batch's at rows 4-6
+    positions = torch.tensor([4, 5, 6])
+    l_i2t, l_t2i = moco_loss(z_i, z_t, q_i.T, q_t.T, positions, 0.07)
+    pos = positions.tolist()
+    assert l_i2t.item() == pytest.approx(_direct_infonce(z_i, q_t[pos], _others(q_t, pos), 0.07), rel=1e-5)  # eq. 10
+    assert l_t2i.item() == pytest.approx(_direct_infonce(z_t, q_i[pos], _others(q_i, pos), 0.07), rel=1e-5)  # eq. 11
     assert l_i2t.item() != pytest.approx(l_t2i.item(), rel=1e-3)
 
 

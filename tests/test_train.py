@@ -109,8 +109,13 @@ def test_two_processes_end_with_identical_parameters_and_queues(toy, tmp_path):
     r1 = load_safetensors(tmp_path / "final-rank1.safetensors")
     assert set(r0) == set(r1)
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
-    # The queue holds the keys of both ranks: 4 steps x global batch 4 = 16 keys.
-    assert int(r0["queue_fill"]) == 16 and int(r0["queue_ptr"]) == 0
+    # The queue holds the keys of both ranks: 4 steps + 1 extra x global batch 4 = 20 keys through 16 slots.
+    assert int(r0["queue_fill"]) == 16 and int(r0["queue_ptr"]) == 4
+    from safetensors import safe_open
+
+    for rank in (0, 1):  # each rank's positives point at its own keys in the gathered queue
+        with safe_open(str(tmp_path / f"final-rank{rank}.safetensors"), "pt") as f:
+            assert f.metadata()["own_keys_in_place"] == "True"
     assert sorted(p.name for p in (tmp_path / "checkpoints" / "step-0000004").glob("optim-rank*.json")) == \
         ["optim-rank0.json", "optim-rank1.json"]
 
