@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -240,7 +241,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         cfg.steps = args.steps
     last = train(cfg, resume=args.resume)
-    if last:
+    if last and os.environ.get("RANK", "0") == "0":
         print(json.dumps(last))
     return 0
 

@@ -56,7 +56,8 @@ def make_toy_pairs(folder: str | Path, n: int, size: int = 96, seed: int = 0, un
         _draw(ImageDraw.Draw(im), shape, cx, cy, r, COLOURS[colour])
         name = f"images/{i:06d}.png"
         im.save(folder / name)
-        rows.append({"image": name, "text": f"a {colour} {shape} on the {pos}, on {back}"})
+        article = "an" if colour[0] in "aeiou" else "a"
+        rows.append({"image": name, "text": f"{article} {colour} {shape} on the {pos}, on {back}"})
     manifest = folder / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest

@@ -344,6 +344,9 @@ class Trainer:
         apply_freeze(self.model, cfg.freeze)
         self.moco = CrossModalMoCo(self.model, loss=cfg.loss, queue_size=queue_size, momentum=cfg.momentum,
                                    temperature=cfg.temperature)
+        # The saved model's config records the MoCo settings it was trained with.
+        mc = self.model.config
+        mc.queue_size, mc.momentum, mc.temperature = self.moco.queue_size, self.moco.momentum, self.moco.temperature
         trainable = [p for p in self.moco.parameters() if p.requires_grad]
         self.engine, _, _, _ = deepspeed.initialize(model=self.moco, model_parameters=trainable,
                                                     config=deepspeed_config(cfg))
@@ -419,8 +422,12 @@ class Trainer:
         if self.world > 1:
             average_bn_statistics(moco)
         self.step += 1
-        return {"step": self.step, "loss": loss.item(), "loss_i2t": result["loss_i2t"].item(),
-                "loss_t2i": result["loss_t2i"].item(), "lr": lr,
+        logged = torch.stack([loss.detach().float(), result["loss_i2t"].float(), result["loss_t2i"].float()])
+        if self.world > 1:  # log the mean over processes, not rank 0's share
+            dist.all_reduce(logged)
+            logged /= self.world
+        return {"step": self.step, "loss": logged[0].item(), "loss_i2t": logged[1].item(),
+                "loss_t2i": logged[2].item(), "lr": lr,
                 "samples_per_s": self.global_batch / (time.perf_counter() - t0),
                 "queue_fill": int(moco.queue_fill) if cfg.loss == "moco" else None,
                 "skipped": dict(self.dataset.skipped), "truncated_texts": self.truncated}

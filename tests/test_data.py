@@ -393,7 +393,7 @@ def test_two_fresh_streams_with_the_same_seed_are_identical(tmp_path):
 
 # --- make_toy_pairs -------------------------------------------------------------------------------
 
-TOY_TEXT = re.compile(r"a (\w+) (\w+) on the (\w+), on (\w+)")
+TOY_TEXT = re.compile(r"(?:a|an) (\w+) (\w+) on the (\w+), on (\w+)")
 
 
 def test_make_toy_pairs_writes_images_and_a_descriptive_manifest(tmp_path):
@@ -407,6 +407,7 @@ def test_make_toy_pairs_writes_images_and_a_descriptive_manifest(tmp_path):
         m = TOY_TEXT.fullmatch(row["text"])
         assert m, row["text"]
         colour, shape, pos, back = m.groups()
+        assert row["text"].startswith("an " if colour[0] in "aeiou" else "a ")
         assert colour in COLOURS and shape in SHAPES and pos in POSITIONS and back in BACKDROPS
         with Image.open(tmp_path / "toy" / row["image"]) as im:
             assert im.size == (32, 32) and im.mode == "RGB"

@@ -61,6 +61,7 @@ def test_checkpoint_is_a_loadable_model_and_keeps_the_queues(toy, tmp_path):
     ck = latest_checkpoint(tmp_path)
     model = brivl.load(ck / "model")
     assert model.encode_text(["a red circle"]).shape == (1, 32)
+    assert model.config.queue_size == 16  # the config records the MoCo settings the run used
     mom = load_safetensors(ck / "momentum.safetensors")
     assert mom["img_queue"].shape == (32, 16) and int(mom["queue_fill"]) == 16 and int(mom["queue_ptr"]) == 8
     state = json.loads((ck / "state.json").read_text())
