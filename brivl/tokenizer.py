@@ -42,6 +42,12 @@ def load_tokenizer(source: str, folder: str | Path | None = None) -> PreTrainedT
     """Tokenizer for a model: built in, or read from local files only (never downloaded)."""
     if source == "builtin:chars":
         return builtin_char_tokenizer()
+    if folder is not None and Path(folder).is_dir() and (Path(folder) / "tokenizer.json").exists():
+        return _load_local(Path(folder))
+    if source.startswith("package:"):
+        from .lite.assemble import package_tokenizer
+
+        return package_tokenizer(source)
     for candidate in [folder, source]:
         if candidate and Path(candidate).exists():
             return _load_local(Path(candidate))

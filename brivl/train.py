@@ -159,7 +159,12 @@ def build_model(cfg: TrainConfig):
             mc[section].update(values)
         else:
             mc[section] = values
-    return BriVL(BriVLConfig.from_dict(mc))
+    model = BriVL(BriVLConfig.from_dict(mc))
+    if model.config.image.backbone_weights or model.config.text.backbone_weights:
+        from .lite.assemble import with_package_backbones
+
+        with_package_backbones(model)  # pre-trained backbones from installed packages, new heads
+    return model
 
 
 def apply_freeze(model, freeze: FreezeConfig) -> None:

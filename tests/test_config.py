@@ -26,7 +26,7 @@ def test_json_round_trip(tmp_path):
 
 
 def test_bad_configs_are_refused_with_the_reason(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'brivl-2'; presets: brivl-1.0, brivl-paper, tiny"):
+    with pytest.raises(ConfigError, match="unknown preset 'brivl-2'; presets: brivl-1.0, brivl-paper, brivl-lite, tiny"):
         preset("brivl-2")
     data = preset("tiny").to_dict()
     data["image"]["colour"] = 1

@@ -28,8 +28,8 @@ class BriVL(nn.Module):
         self.imgencoder = ImageEncoder(config.image, config.embed_dim)
         self.textencoder = TextEncoder(config.text, config.embed_dim)
         self.tokenizer = tokenizer
-        if tokenizer is None and config.text.tokenizer == "builtin:chars":
-            self.tokenizer = load_tokenizer("builtin:chars")
+        if tokenizer is None and config.text.tokenizer.startswith(("builtin:", "package:")):
+            self.tokenizer = load_tokenizer(config.text.tokenizer)  # needs no files beside the weights
         self.eval()
 
     # --- the TwoTower protocol -------------------------------------------------------------------
@@ -56,7 +56,8 @@ class BriVL(nn.Module):
                 f"this {self.config.name} model has no tokenizer: put the tokenizer files of "
                 f"{self.config.text.backbone_name or 'its text backbone'} beside its weights")
         max_len = self.config.text.max_len
-        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        lengths = [len(ids) for ids in self.tokenizer([self.config.text.prefix + t for t in texts],
+                                                       add_special_tokens=True)["input_ids"]]
         long = [i for i, n in enumerate(lengths) if n > max_len]
         if long and warn:
             warnings.warn(f"{len(long)} text(s) longer than {max_len} tokens were truncated "
@@ -64,6 +65,8 @@ class BriVL(nn.Module):
         # The release pads to max_len and attends to padding; with the mask on, the padded length
         # does not change the result, so pad only to the longest text.
         padding = "longest" if self.config.text.use_attention_mask else "max_length"
+        if self.config.text.prefix:
+            texts = [self.config.text.prefix + t for t in texts]
         enc = self.tokenizer(texts, padding=padding, truncation=True, max_length=max_len, return_tensors="pt")
         out = {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
         if not warn:
@@ -100,13 +103,25 @@ class BriVL(nn.Module):
         return self.imgencoder.boxes.cpu() / self.image_size
 
     # --- saving and loading ----------------------------------------------------------------------
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write model.safetensors, config.json and the tokenizer files into folder (each atomically)."""
+    def save_pretrained(self, folder: str | Path, backbones: bool = True, dtype: torch.dtype | None = None) -> Path:
+        """Write model.safetensors, config.json and the tokenizer files into folder (each atomically).
+
+        backbones=False leaves out backbones that installed packages carry (config `backbone_weights`),
+        for the small files brivl-lite ships; dtype (e.g. torch.float16) stores floating weights smaller.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_safetensors(self.state_dict(), folder / WEIGHTS_NAME, metadata={"format": "pt", "brivl": self.config.name})
+        state = self.state_dict()
+        if not backbones:
+            from ..lite.assemble import package_backbone_keys
+
+            skip = package_backbone_keys(self)
+            state = {k: v for k, v in state.items() if k not in skip}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        save_safetensors(state, folder / WEIGHTS_NAME, metadata={"format": "pt", "brivl": self.config.name})
         self.config.save(folder)
-        if self.tokenizer is not None and self.config.text.tokenizer != "builtin:chars":
+        if self.tokenizer is not None and not self.config.text.tokenizer.startswith(("builtin:", "package:")):
             self.tokenizer.save_pretrained(str(folder))
         return folder
 
@@ -124,7 +139,12 @@ class BriVL(nn.Module):
             except TokenizerMissingError:
                 tokenizer = None  # images still work; encode_text says what is missing
         model = cls(config, tokenizer=tokenizer)
-        load_into(model, load_safetensors(folder / WEIGHTS_NAME), str(folder / WEIGHTS_NAME))
+        state = load_safetensors(folder / WEIGHTS_NAME)
+        if config.image.backbone_weights or config.text.backbone_weights:
+            from ..lite.assemble import fill_package_backbones
+
+            state = fill_package_backbones(model, state)  # a heads-only file: backbones from their packages
+        load_into(model, state, str(folder / WEIGHTS_NAME))
         return model.eval()
 
     @classmethod

@@ -13,12 +13,12 @@ from .blocks import MLP, masked_mean, self_attention_block
 class TextBackbone(nn.Module):
     """Holds the transformers model under `.bert`, the attribute name the release uses for any backbone."""
 
-    def __init__(self, backbone: dict):
+    def __init__(self, backbone: dict, pooler: bool = True):
         super().__init__()
         fields = dict(backbone)
         model_type = fields.pop("model_type")
         hf_config = AutoConfig.for_model(model_type, **fields)
-        self.bert = AutoModel.from_config(hf_config)
+        self.bert = AutoModel.from_config(hf_config, add_pooling_layer=pooler)
 
 
 class TextEncoder(nn.Module):
@@ -27,7 +27,7 @@ class TextEncoder(nn.Module):
     def __init__(self, cfg: TextTowerConfig, embed_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.backbone = TextBackbone(cfg.backbone)
+        self.backbone = TextBackbone(cfg.backbone, cfg.backbone_pooler)
         self.learnable = nn.ModuleDict({
             "textAtt": self_attention_block(cfg.hidden_size, cfg.att_heads, cfg.att_layers, cfg.att_ff_dim, cfg.dropout),
             "textFC": MLP(cfg.hidden_size, cfg.mlp_hidden or embed_dim, embed_dim),
