@@ -22,3 +22,22 @@ def test_perfect_and_reversed_retrieval():
     assert worst["i2t_R@10"] == 0 and worst["t2i_R@1"] == 0
     with pytest.raises(ValueError, match="square"):
         recall_at_k(torch.zeros(3, 4))
+
+
+def test_topk_hits_counts_ranks():
+    from brivl.eval import topk_hits
+
+    logits = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.3, 0.1], [0.0, 0.4, 0.3]])
+    hits = topk_hits(logits, torch.tensor([0, 0, 2]), ks=(1, 2))
+    assert hits == {"top1": pytest.approx(100 / 3), "top2": pytest.approx(100.0)}
+
+
+def test_zero_shot_on_tiny_prefers_the_matching_prompt_average(tiny):
+    from brivl.eval import class_embeddings, zero_shot_logits
+
+    emb = class_embeddings(tiny, ["cat", "dog"], templates=("a {}", "the {}"))
+    manual = torch.nn.functional.normalize(tiny.encode_text(["a cat", "a dog"]) + tiny.encode_text(["the cat", "the dog"]),
+                                           dim=-1)
+    assert torch.allclose(emb, manual, atol=1e-6)
+    logits = zero_shot_logits(tiny, torch.rand(3, 3, 64, 64), emb)
+    assert logits.shape == (3, 2) and logits.abs().max() <= 1 + 1e-6
