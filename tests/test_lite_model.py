@@ -81,3 +81,35 @@ def test_missing_heads_say_how_to_build_them(monkeypatch, tmp_path):
     monkeypatch.setattr(hub, "LITE_FOLDER", tmp_path / "none")
     with pytest.raises(hub.ModelNotFoundError, match="brivl build-default"):
         brivl.load("brivl-lite")
+
+
+class _TeacherAsStudent:
+    """A TwoTower stand-in whose zero-shot classifier is the teacher itself: agreement must be 100%."""
+
+    image_size = 224
+    embed_dim = 1000
+
+    def __init__(self):
+        from brivl.lite.efficientnet_lite import imagenet_class_names, load_efficientnet_lite
+
+        self.teacher = load_efficientnet_lite(0)
+        self.index = {f"a photo of a {n}.": i for i, n in enumerate(imagenet_class_names())}
+
+    def encode_text(self, texts):
+        return torch.nn.functional.one_hot(torch.tensor([self.index[t] for t in texts]), 1000).float()
+
+    def encode_image(self, pixels):
+        from brivl.lite.efficientnet_lite import preprocess_efficientnet_lite
+
+        return torch.nn.functional.normalize(self.teacher(preprocess_efficientnet_lite(pixels, crop_pct=1.0)), dim=-1)
+
+
+def test_teacher_agreement_is_total_for_the_teacher_and_nil_for_random_heads(lite):
+    from brivl.lite.heldout import heldout_photos, teacher_agreement
+
+    photos = heldout_photos()
+    assert {"skimage:chelsea", "skimage:coffee", "skimage:astronaut"} <= set(photos)
+    assert all(p.shape[0] == 3 and 0 <= p.min() and p.max() <= 1 for p in photos.values())
+    perfect = teacher_agreement(_TeacherAsStudent(), crops_per_photo=1)
+    assert perfect["images"] == 2 * len(photos) and perfect["top1"] == 100.0
+    assert teacher_agreement(lite, crops_per_photo=0)["top5"] < 20.0

@@ -1,0 +1,93 @@
+"""The held-out real photos that packages ship, and the teacher-agreement test of zero-shot classification.
+
+These photos are never used for training: they measure whether a model built from synthetic data
+generalises to real images.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Natural photos in scikit-image's bundled data (no download needed).
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "camera", "clock", "coins",
+                  "moon", "grass", "gravel", "brick", "hubble_deep_field", "immunohistochemistry", "retina", "page")
+
+
+def _to_tensor(array: np.ndarray) -> Tensor:
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        a = (a / max(float(a.max()), 1e-8) * 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return torch.from_numpy(a[..., :3].copy()).permute(2, 0, 1).float() / 255
+
+
+def heldout_photos() -> dict[str, Tensor]:
+    """Real photos shipped with scikit-image (and scikit-learn / matplotlib when installed): name -> [3, H, W]."""
+    photos: dict[str, Tensor] = {}
+    try:
+        import skimage.data as data
+    except ImportError:
+        raise ImportError("the held-out photos come from scikit-image: pip install scikit-image==0.26.0") from None
+    for name in SKIMAGE_PHOTOS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img = getattr(data, name)()
+        except Exception:  # noqa: BLE001 - a photo that needs a download is left out, offline
+            continue
+        photos[f"skimage:{name}"] = _to_tensor(img[0] if isinstance(img, tuple) else img)
+    try:
+        from sklearn.datasets import load_sample_images
+
+        for fname, img in zip(load_sample_images().filenames, load_sample_images().images):
+            photos[f"sklearn:{fname.rsplit('/', 1)[-1]}"] = _to_tensor(img)
+    except ImportError:
+        pass
+    return photos
+
+
+def random_crops(img: Tensor, n: int, seed: int, min_scale: float = 0.3) -> list[Tensor]:
+    """n random square-ish crops covering min_scale..1 of the shorter side, from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    _, h, w = img.shape
+    out = []
+    for _ in range(n):
+        side = int(min(h, w) * (min_scale + (1 - min_scale) * float(torch.rand((), generator=g))))
+        top = int(torch.randint(0, h - side + 1, (), generator=g))
+        left = int(torch.randint(0, w - side + 1, (), generator=g))
+        out.append(img[:, top:top + side, left:left + side])
+    return out
+
+
+@torch.no_grad()
+def teacher_agreement(model, crops_per_photo: int = 8, seed: int = 0, templates=None) -> dict[str, float]:
+    """Zero-shot over the 1000 ImageNet class names vs the EfficientNet-Lite0 classifier's top-1 on held-out photos.
+
+    Returns top1/top5 (% of images whose student top-k contains the teacher's top-1) and the image count.
+    """
+    from ..eval.zeroshot import DEFAULT_TEMPLATES, class_embeddings, topk_hits
+    from .efficientnet_lite import imagenet_class_names, load_efficientnet_lite, preprocess_efficientnet_lite
+
+    teacher = load_efficientnet_lite(0)
+    names = imagenet_class_names()
+    classes = class_embeddings(model, names, templates or DEFAULT_TEMPLATES)
+    images = []
+    for i, photo in enumerate(heldout_photos().values()):
+        images += [photo] + random_crops(photo, crops_per_photo, seed + i)
+    targets, logits = [], []
+    for img in images:
+        # Teacher and student see the same view: the centred square, resized whole (no further crop).
+        _, h, w = img.shape
+        side = min(h, w)
+        view = img[None, :, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+        square = F.interpolate(view, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+        square = square.clamp(0, 1)
+        targets.append(teacher(preprocess_efficientnet_lite(square, crop_pct=1.0)).argmax(1))
+        logits.append(model.encode_image(square) @ classes.T)  # the model resizes to its own size
+    hits = topk_hits(torch.cat(logits), torch.cat(targets), ks=(1, 5))
+    return {**hits, "images": len(images)}
