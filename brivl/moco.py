@@ -105,17 +105,21 @@ class CrossModalMoCo(nn.Module):
         ptr = int(self.queue_ptr)
         return (torch.roll(self.img_queue, -ptr, dims=1), torch.roll(self.text_queue, -ptr, dims=1))
 
-    def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
-        """One training step's loss: {'loss', 'loss_i2t', 'loss_t2i'} (under MoCo, after enqueueing the keys)."""
-        z_img = self.imgencoder(pixels)
-        z_txt = self.textencoder(input_ids, attention_mask)
+    def forward(self, pixels: Tensor | None, input_ids: Tensor | None, attention_mask: Tensor,
+                box_means: Tensor | None = None, hidden: Tensor | None = None) -> dict[str, Tensor]:
+        """One training step's loss: {'loss', 'loss_i2t', 'loss_t2i'} (under MoCo, after enqueueing the keys).
+
+        box_means / hidden (cached outputs of frozen backbones) stand in for pixels / input_ids.
+        """
+        z_img = self.imgencoder(pixels, box_means=box_means)
+        z_txt = self.textencoder(input_ids, attention_mask, hidden)
         if self.loss_kind == "inbatch":
             l_i2t, l_t2i = inbatch_loss(z_img, z_txt, self.temperature)
         else:
             with torch.no_grad():
                 self.momentum_update()
-                k_img = self.imgencoder_mom(pixels)
-                k_txt = self.textencoder_mom(input_ids, attention_mask)
+                k_img = self.imgencoder_mom(pixels, box_means=box_means)
+                k_txt = self.textencoder_mom(input_ids, attention_mask, hidden)
                 # The paper pushes this batch's keys N_t into the queues first (eq. 6-9); each query's
                 # positive is then one column of Q and all other columns, this batch's included, are
                 # its negatives (eq. 10-11: Q minus {p}).

@@ -131,3 +131,19 @@ def test_inbatch_mode_has_no_momentum_towers_or_queues():
     assert out["loss"].requires_grad and out["loss"].item() > 0
     with pytest.raises(ValueError, match="unknown loss"):
         CrossModalMoCo(brivl.load("tiny"), loss="byol")
+
+
+def test_cached_backbone_outputs_give_the_same_step_as_pixels_and_ids():
+    torch.manual_seed(0)
+    a = CrossModalMoCo(brivl.load("tiny"), queue_size=16)
+    b = CrossModalMoCo(brivl.load("tiny"), queue_size=16)
+    tokens = a.model.tokenize(["a red circle", "a blue square", "grass", "sky"])
+    pixels = torch.rand(4, 3, 128, 128)
+    with torch.no_grad():
+        box_means = a.imgencoder.box_means(pixels)
+        hidden = a.textencoder.hidden_states(**tokens)
+    assert box_means.shape == (4, 37, 256) and hidden.shape[:2] == tokens["input_ids"].shape
+    la = a(pixels, tokens["input_ids"], tokens["attention_mask"])["loss"]
+    lb = b(None, None, tokens["attention_mask"], box_means=box_means, hidden=hidden)["loss"]
+    assert torch.allclose(la, lb, atol=1e-5)
+    assert torch.allclose(a.img_queue, b.img_queue, atol=1e-5) and torch.allclose(a.text_queue, b.text_queue, atol=1e-5)

@@ -42,16 +42,24 @@ class ImageEncoder(nn.Module):
         """The CNN feature map [N, C, h, w] that MSPP pools (passes through the `llp` marker)."""
         return self.llp(self.backbone.forward_features(self.preprocess(pixels)))
 
-    def patches(self, pixels: Tensor) -> Tensor:
-        """L2-normalised MSPP patch vectors [N, 37, patch_dim]."""
+    def box_means(self, pixels: Tensor) -> Tensor:
+        """Mean of each box's GRID_SIZE^2 samples of the CNN map [N, 37, C]: all MSPP needs of a frozen backbone."""
         samples = sample_boxes(self.feature_map(pixels), self.boxes, self.cfg.image_size, self.cfg.grid_size)
-        return F.normalize(pool_patches(samples, self.learnable["max_pool"]), dim=-1)
+        return samples.mean(dim=(-1, -2))
 
-    def attend(self, pixels: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+    def patches(self, pixels: Tensor | None = None, box_means: Tensor | None = None) -> Tensor:
+        """L2-normalised MSPP patch vectors [N, 37, patch_dim], from pixels or from cached box_means."""
+        if box_means is None:
+            box_means = self.box_means(pixels)
+        return F.normalize(pool_patches(box_means, self.learnable["max_pool"]), dim=-1)
+
+    def attend(self, pixels: Tensor | None = None, pad_mask: Tensor | None = None,
+               box_means: Tensor | None = None) -> Tensor:
         """Patch vectors after the self-attention block [N, 37, patch_dim]."""
-        return self.learnable["imgAtt"](self.patches(pixels), src_key_padding_mask=pad_mask)
+        return self.learnable["imgAtt"](self.patches(pixels, box_means), src_key_padding_mask=pad_mask)
 
-    def forward(self, pixels: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """Joint-space image embeddings [N, embed_dim], L2-normalised."""
-        fused = masked_mean(self.attend(pixels, pad_mask), pad_mask)
+    def forward(self, pixels: Tensor | None = None, pad_mask: Tensor | None = None,
+                box_means: Tensor | None = None) -> Tensor:
+        """Joint-space image embeddings [N, embed_dim], L2-normalised (box_means skips a frozen backbone)."""
+        fused = masked_mean(self.attend(pixels, pad_mask, box_means), pad_mask)
         return F.normalize(self.learnable["imgFC"](fused), dim=-1)

@@ -46,12 +46,11 @@ def make_patch_pool(in_channels: int, out_channels: int, grid_size: int) -> nn.S
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.AvgPool2d(grid_size, stride=1))
 
 
-def pool_patches(samples: Tensor, pool: nn.Sequential) -> Tensor:
-    """Patch vectors [N, P, D] from box samples [N, P, C, g, g] with the `max_pool` head.
+def pool_patches(box_means: Tensor, pool: nn.Sequential) -> Tensor:
+    """Patch vectors [N, P, D] from the mean of each box's samples [N, P, C], with the `max_pool` head.
 
-    Averaging first and then applying the 1x1 conv equals conv-then-average (both are linear) and costs
-    g*g times fewer multiply-adds; tests check the two agree.
+    Averaging first and then applying the 1x1 conv equals the release's conv-then-AvgPool (both are
+    linear) and costs g*g times fewer multiply-adds; tests check the two agree.
     """
     conv = pool[0]
-    mean = samples.mean(dim=(-1, -2))  # [N, P, C]
-    return F.linear(mean, conv.weight.flatten(1), conv.bias)
+    return F.linear(box_means, conv.weight.flatten(1), conv.bias)
