@@ -22,6 +22,7 @@ import yaml
 from .checkpoint import CheckpointError, atomic_write_bytes, load_into, load_safetensors, save_safetensors
 from .config import BriVLConfig, ConfigError, preset
 from .data import Augment, PairDataset, ResumableSampler, batches, read_pairs
+from .feature_cache import FeatureCacheDataset, cache_batches, is_feature_cache
 from .moco import CrossModalMoCo, check_queue_size
 from .nested_state import load_nested, rng_state, save_nested, set_rng_state
 
@@ -355,8 +356,11 @@ class Trainer:
         trainable = [p for p in self.moco.parameters() if p.requires_grad]
         self.engine, _, _, _ = deepspeed.initialize(model=self.moco, model_parameters=trainable,
                                                     config=deepspeed_config(cfg))
-        self.dataset = PairDataset(read_pairs(cfg.data), self.model.image_size,
-                                   Augment() if cfg.augment else None, seed=cfg.seed)
+        if is_feature_cache(cfg.data):  # frozen backbones, cached outputs: only the heads run
+            self.dataset = FeatureCacheDataset(cfg.data, self.model)
+        else:
+            self.dataset = PairDataset(read_pairs(cfg.data), self.model.image_size,
+                                       Augment() if cfg.augment else None, seed=cfg.seed)
         self.sampler = ResumableSampler(len(self.dataset), self.global_batch, self.rank, self.world, seed=cfg.seed)
         self.out = Path(cfg.output)
         self.step = 0
@@ -401,12 +405,25 @@ class Trainer:
         self.dataset.skipped.update(state["skipped"])
         self.truncated = int(state["truncated"])
 
-    def train_step(self, pixels: torch.Tensor, texts: list[str]) -> dict[str, Any]:
-        """One optimisation step on one batch; returns its metrics."""
-        cfg, moco = self.cfg, self.moco
-        t0 = time.perf_counter()
+    def _inputs(self, batch) -> dict[str, torch.Tensor | None]:
+        """Model inputs on the device from a (pixels, texts) batch or a cached-features batch."""
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float32
+        if isinstance(batch, dict):
+            return {"pixels": None, "input_ids": None,
+                    "attention_mask": batch["attention_mask"].to(self.device),
+                    "box_means": batch["box_means"].to(self.device, dtype),
+                    "hidden": batch["hidden"].to(self.device, dtype)}
+        pixels, texts = batch
         tokens = self.model.tokenize(texts, warn=False)
         self.truncated += int(tokens.pop("truncated"))
+        return {"pixels": pixels.to(self.device, dtype), "input_ids": tokens["input_ids"].to(self.device),
+                "attention_mask": tokens["attention_mask"].to(self.device)}
+
+    def train_step(self, batch) -> dict[str, Any]:
+        """One optimisation step on one batch ((pixels, texts) or cached features); returns its metrics."""
+        cfg, moco = self.cfg, self.moco
+        t0 = time.perf_counter()
+        inputs = self._inputs(batch)
         lr = cfg.lr_at(self.step)
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
@@ -415,9 +432,7 @@ class Trainer:
             _bn_eval(moco.imgencoder.backbone)
             if cfg.loss == "moco":
                 _bn_eval(moco.imgencoder_mom.backbone)
-        dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-        result = self.engine(pixels.to(self.device, dtype), tokens["input_ids"].to(self.device),
-                             tokens["attention_mask"].to(self.device))
+        result = self.engine(**inputs)
         loss = result["loss"]
         if not torch.isfinite(loss.detach()).all():
             raise NonFiniteLoss(f"step {self.step + 1}: the loss is {loss.item()}; stopped without saving this "
@@ -446,11 +461,13 @@ class Trainer:
         show = progress if progress is not None else sys.stderr.isatty()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (show and self.rank == 0),
                    desc="pre-training", unit="step")
-        stream = batches(self.dataset, self.sampler, threads=cfg.data_threads)
+        if isinstance(self.dataset, FeatureCacheDataset):
+            stream = cache_batches(self.dataset, self.sampler)
+        else:
+            stream = batches(self.dataset, self.sampler, threads=cfg.data_threads)
         last: dict[str, Any] = {}
         while self.step < cfg.steps:
-            pixels, texts = next(stream)
-            last = self.train_step(pixels, texts)
+            last = self.train_step(next(stream))
             if self.rank == 0:
                 with open(self.out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(last) + "\n")
