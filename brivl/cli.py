@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
 
+    p = sub.add_parser("build-default", help="rebuild the brivl-lite heads from installed packages (hours; resumable)")
+    p.add_argument("--config", default=None, help="a YAML build config (default: the built-in full recipe)")
+    p.add_argument("--work", help="override the work folder")
+    p.add_argument("--out", help="override where the heads are written")
+
     p = sub.add_parser("make-toy-data", help="write a procedural captioned-shapes data set (for smoke tests)")
     p.add_argument("folder", help="where to write images/ and manifest.jsonl")
     p.add_argument("-n", type=int, default=512, help="number of pairs (default 512)")
@@ -246,6 +251,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_default(args: argparse.Namespace) -> int:
+    """Run the brivl-lite build recipe."""
+    import logging
+
+    from .lite.recipe import BuildConfig, build_default
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = BuildConfig.load(args.config) if args.config else BuildConfig()
+    if args.work:
+        cfg.work = args.work
+    if args.out:
+        cfg.out = args.out
+    print(json.dumps(build_default(cfg)))
+    return 0
+
+
 def cmd_make_toy_data(args: argparse.Namespace) -> int:
     """Write the toy captioned-shapes data set."""
     from .toydata import make_toy_pairs
@@ -256,7 +277,7 @@ def cmd_make_toy_data(args: argparse.Namespace) -> int:
 
 COMMANDS = {"info": cmd_info, "encode-text": cmd_encode_text, "encode-image": cmd_encode_image,
             "similarity": cmd_similarity, "convert": cmd_convert, "train": cmd_train,
-            "make-toy-data": cmd_make_toy_data}
+            "make-toy-data": cmd_make_toy_data, "build-default": cmd_build_default}
 
 if __name__ == "__main__":
     sys.exit(main())

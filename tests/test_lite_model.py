@@ -90,10 +90,11 @@ class _TeacherAsStudent:
     embed_dim = 1000
 
     def __init__(self):
-        from brivl.lite.efficientnet_lite import imagenet_class_names, load_efficientnet_lite
+        from brivl.lite.efficientnet_lite import load_efficientnet_lite, short_class_names
 
         self.teacher = load_efficientnet_lite(0)
-        self.index = {f"a photo of a {n}.": i for i, n in enumerate(imagenet_class_names())}
+        # Two classes share a short name ("crane", "maillot"): the later index wins, as a student would tie.
+        self.index = {f"a photo of a {n}.": i for i, n in enumerate(short_class_names())}
 
     def encode_text(self, texts):
         return torch.nn.functional.one_hot(torch.tensor([self.index[t] for t in texts]), 1000).float()

@@ -181,6 +181,11 @@ def preprocess_efficientnet_lite(pixels: Tensor, variant: int = 0, crop_pct: flo
     return (pixels - mean) / std
 
 
+def short_class_names() -> list[str]:
+    """The first synonym of each ImageNet class ("tench" for "tench, Tinca tinca"): shorter, more natural prompts."""
+    return [n.split(",")[0].strip() for n in imagenet_class_names()]
+
+
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet-1k class names in logit order (from the lists timm ships; offline)."""
     from timm.data import ImageNetInfo

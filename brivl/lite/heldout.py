@@ -71,10 +71,10 @@ def teacher_agreement(model, crops_per_photo: int = 8, seed: int = 0, templates=
     Returns top1/top5 (% of images whose student top-k contains the teacher's top-1) and the image count.
     """
     from ..eval.zeroshot import DEFAULT_TEMPLATES, class_embeddings, topk_hits
-    from .efficientnet_lite import imagenet_class_names, load_efficientnet_lite, preprocess_efficientnet_lite
+    from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite, short_class_names
 
     teacher = load_efficientnet_lite(0)
-    names = imagenet_class_names()
+    names = short_class_names()
     classes = class_embeddings(model, names, templates or DEFAULT_TEMPLATES)
     images = []
     for i, photo in enumerate(heldout_photos().values()):
