@@ -171,7 +171,7 @@ def synthesize(
     seed: int = 0,
     lr: float = 0.1,
     bn_weight: float = 1.0,
-    tv_weight: float = 4.0,
+    tv_weight: float = 8.0,
     l2_weight: float = 1e-3,
     jitter: int = 20,
     callback: Callable[[int, Tensor], None] | None = None,
@@ -203,13 +203,13 @@ def synthesize(
     lowres_steps = int(round(steps * lowres_fraction))
     report_every = max(1, steps // 10)
 
+    bn = _BNStatistics(teacher)
     was_training = teacher.training
     grad_flags = [p.requires_grad for p in params]
-    teacher.eval()  # the running statistics are the target and must not move; dropout off
-    for p in params:
-        p.requires_grad_(False)  # frozen: only the image receives gradients
-    bn = _BNStatistics(teacher)
     try:
+        teacher.eval()  # the running statistics are the target and must not move; dropout off
+        for p in params:
+            p.requires_grad_(False)  # frozen: only the image receives gradients
         for step in range(steps):
             for group in optimizer.param_groups:
                 group["lr"] = _cosine_lr(lr, step, steps)
