@@ -154,6 +154,11 @@ def test_bad_arguments_are_refused(teacher, kw):
     assert _hook_count(teacher) == 0
 
 
+def test_default_jitter_follows_the_size(teacher):
+    images = syn.synthesize(teacher, [1], size=40, steps=1)  # a fixed 20 px shift would not fit 40 px
+    assert images.shape == (1, 3, 40, 40)
+
+
 def test_teacher_without_batchnorm_is_refused():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
     with pytest.raises(ValueError, match="BatchNorm"):
@@ -179,6 +184,8 @@ def test_procedural_images_are_diverse():
     assert off_diagonal.min() > 0.05, off_diagonal.min()
     assert images.flatten(2).std(2).mean() > 0.05  # images are not flat colour fields
     assert images.mean((2, 3)).std(0).mean() > 0.05  # nor all of one colour
+    chroma = (images - images.mean(1, keepdim=True)).abs().mean((1, 2, 3))
+    assert (chroma > 0.05).float().mean() > 0.75, chroma  # and most are coloured, not grey
 
 
 def test_procedural_images_do_not_touch_the_global_rng():
