@@ -23,7 +23,6 @@ def _rss_mib() -> float:
 
 def run_variant(variant: str, batch: int, queue: int, image_size: int, steps: int) -> dict:
     """Time `steps` optimisation steps of one variant in this process; memory from the OS (or CUDA)."""
-    import brivl
     from brivl.config import BriVLConfig, preset
     from brivl.model.brivl import BriVL
     from brivl.moco import CrossModalMoCo

@@ -49,7 +49,7 @@ def build_feature_cache(model, source: str | Path, out: str | Path, views: int =
     texts = sorted({p.text for p in pairs if p.text.strip()})
     text_index = {t: i for i, t in enumerate(texts)}
     if not (out / "texts.safetensors").is_file():
-        hidden, offsets, lengths = [], [0], []
+        hidden, offsets = [], [0]
         for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="caching texts"):
             tok = model.tokenize(texts[start:start + batch_size], warn=False)
             tok.pop("truncated")

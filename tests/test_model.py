@@ -1,7 +1,6 @@
 """The BriVL module: shapes, norms, masking, the TwoTower protocol and the release-parity switch."""
 import copy
 
-import pytest
 import torch
 import torch.nn.functional as F
 

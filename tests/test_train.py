@@ -73,7 +73,6 @@ def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(toy, tmp_path, 
     import brivl.train as tr
 
     real = tr.save_nested
-    calls = {"n": 0}
 
     def dying(obj, stem):
         if Path(stem).parent.name.startswith(".step-0000012"):

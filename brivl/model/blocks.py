@@ -1,7 +1,6 @@
 """Building blocks shared by both towers: the self-attention block, masked mean and the MLP head."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 
