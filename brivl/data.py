@@ -87,10 +87,14 @@ class Augment:
     contrast: float = 0.4
     saturation: float = 0.4
     hue: float = 0.1
+    # Not in the paper: a random square crop of this share range of the side, resized back (None = off).
+    crop_scale: tuple[float, float] | None = None
 
     def __call__(self, img: Tensor, g: torch.Generator) -> Tensor:
         """Augment one [3, H, W] image in [0, 1] with randomness drawn only from g (thread-safe, replayable)."""
         u = lambda: float(torch.rand((), generator=g))  # noqa: E731
+        if self.crop_scale is not None:
+            img = self._crop(img, u)
         if u() < self.jitter_p:
             order = torch.randperm(4, generator=g).tolist()
             for op in order:
@@ -105,6 +109,14 @@ class Augment:
         if u() < self.grayscale_p:
             img = TF.rgb_to_grayscale(img, num_output_channels=3)
         return img.clamp(0, 1)
+
+    def _crop(self, img: Tensor, u) -> Tensor:
+        lo, hi = self.crop_scale
+        _, h, w = img.shape
+        side = max(1, int(round(min(h, w) * (lo + (hi - lo) * u()))))
+        top, left = int(u() * (h - side + 1)), int(u() * (w - side + 1))
+        crop = img[None, :, top:top + side, left:left + side]
+        return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
 
 
 class PairDataset:

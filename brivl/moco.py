@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .loss import inbatch_loss, moco_loss
+from .loss import distill_loss, inbatch_loss, moco_loss
 from .model.brivl import BriVL
 
 LOSSES = ("moco", "inbatch")
@@ -106,10 +106,13 @@ class CrossModalMoCo(nn.Module):
         return (torch.roll(self.img_queue, -ptr, dims=1), torch.roll(self.text_queue, -ptr, dims=1))
 
     def forward(self, pixels: Tensor | None, input_ids: Tensor | None, attention_mask: Tensor,
-                box_means: Tensor | None = None, hidden: Tensor | None = None) -> dict[str, Tensor]:
-        """One training step's loss: {'loss', 'loss_i2t', 'loss_t2i'} (under MoCo, after enqueueing the keys).
+                box_means: Tensor | None = None, hidden: Tensor | None = None,
+                distill: dict[str, Tensor | float] | None = None) -> dict[str, Tensor]:
+        """One training step's loss: {'loss', 'loss_i2t', 'loss_t2i'[, 'loss_distill']} (under MoCo, after enqueueing).
 
-        box_means / hidden (cached outputs of frozen backbones) stand in for pixels / input_ids.
+        box_means / hidden (cached outputs of frozen backbones) stand in for pixels / input_ids. `distill`
+        ({label_hidden, label_mask, teacher_logits, weight, teacher_temperature}) adds weight x the KL between a
+        teacher classifier's distribution and the image-to-label-prompt similarities (not in the paper).
         """
         z_img = self.imgencoder(pixels, box_means=box_means)
         z_txt = self.textencoder(input_ids, attention_mask, hidden)
@@ -129,4 +132,11 @@ class CrossModalMoCo(nn.Module):
                 positions = ptr + rank * len(k_img) + torch.arange(len(k_img), device=k_img.device)
             l_i2t, l_t2i = moco_loss(z_img, z_txt, self.img_queue.clone(), self.text_queue.clone(), positions,
                                      self.temperature)
-        return {"loss": l_i2t + l_t2i, "loss_i2t": l_i2t.detach(), "loss_t2i": l_t2i.detach()}
+        out = {"loss": l_i2t + l_t2i, "loss_i2t": l_i2t.detach(), "loss_t2i": l_t2i.detach()}
+        if distill is not None:
+            z_labels = self.textencoder(None, distill["label_mask"], distill["label_hidden"])
+            l_kd = distill_loss(z_img, z_labels, distill["teacher_logits"], self.temperature,
+                                float(distill["teacher_temperature"]))
+            out["loss"] = out["loss"] + float(distill["weight"]) * l_kd
+            out["loss_distill"] = l_kd.detach()
+        return out

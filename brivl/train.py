@@ -40,6 +40,16 @@ class FreezeConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation from a teacher classifier stored in a feature cache (not in the paper; used by brivl-lite)."""
+
+    weight: float = 0.0  # 0 = off; else the KD term's weight beside the MoCo loss
+    classes: int = 256  # label classes per step: each row's top-`top` teacher classes, then random ones
+    top: int = 3
+    teacher_temperature: float = 1.0
+
+
+@dataclass
 class TrainConfig:
     """Everything a pre-training run needs; read from YAML by `brivl train --config`."""
 
@@ -66,6 +76,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     data_threads: int = 2
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -79,9 +90,15 @@ class TrainConfig:
         bad = sorted(set(freeze) - {f.name for f in dataclasses.fields(FreezeConfig)})
         if bad:
             raise ConfigError(f"unknown freeze option(s): {', '.join(bad)}")
+        distill = data.pop("distill", None) or {}
+        bad = sorted(set(distill) - {f.name for f in dataclasses.fields(DistillConfig)})
+        if bad:
+            raise ConfigError(f"unknown distill option(s): {', '.join(bad)}")
         if "data" not in data:
             raise ConfigError("the training config needs `data:` (a manifest or a folder of image + text files)")
-        cfg = cls(**data, freeze=FreezeConfig(**freeze))
+        cfg = cls(**data, freeze=FreezeConfig(**freeze), distill=DistillConfig(**distill))
+        cfg.distill.weight = float(cfg.distill.weight)
+        cfg.distill.teacher_temperature = float(cfg.distill.teacher_temperature)
         for key in ("lr", "weight_decay", "momentum", "temperature", "grad_clip"):
             value = getattr(cfg, key)
             if value is not None:
@@ -330,6 +347,19 @@ def average_bn_statistics(module: torch.nn.Module) -> None:
         offset += b.numel()
 
 
+def sample_label_classes(teacher_logits: torch.Tensor, k: int, top: int) -> torch.Tensor:
+    """k distinct classes: every row's top-`top` teacher classes (most confident first), then random others."""
+    n_classes = teacher_logits.shape[1]
+    ranked = teacher_logits.topk(min(top, n_classes), dim=1).indices.T.reshape(-1).tolist()
+    chosen = list(dict.fromkeys(ranked))[:k]
+    if len(chosen) < k:
+        taken = torch.zeros(n_classes, dtype=torch.bool)
+        taken[chosen] = True
+        rest = torch.nonzero(~taken).squeeze(1)
+        chosen += rest[torch.randperm(len(rest))[:k - len(chosen)]].tolist()
+    return torch.tensor(chosen)
+
+
 class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or Inf; nothing was saved for that step."""
 
@@ -361,6 +391,10 @@ class Trainer:
         else:
             self.dataset = PairDataset(read_pairs(cfg.data), self.model.image_size,
                                        Augment() if cfg.augment else None, seed=cfg.seed)
+        if cfg.distill.weight > 0 and not (isinstance(self.dataset, FeatureCacheDataset)
+                                           and self.dataset.teacher_logits is not None and self.dataset.label_shape):
+            raise ConfigError(f"distill.weight > 0 needs a feature cache built with teacher logits and label "
+                              f"prompts; {cfg.data} has none")
         self.sampler = ResumableSampler(len(self.dataset), self.global_batch, self.rank, self.world, seed=cfg.seed)
         self.out = Path(cfg.output)
         self.step = 0
@@ -409,15 +443,29 @@ class Trainer:
         """Model inputs on the device from a (pixels, texts) batch or a cached-features batch."""
         dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float32
         if isinstance(batch, dict):
-            return {"pixels": None, "input_ids": None,
-                    "attention_mask": batch["attention_mask"].to(self.device),
-                    "box_means": batch["box_means"].to(self.device, dtype),
-                    "hidden": batch["hidden"].to(self.device, dtype)}
+            inputs = {"pixels": None, "input_ids": None,
+                      "attention_mask": batch["attention_mask"].to(self.device),
+                      "box_means": batch["box_means"].to(self.device, dtype),
+                      "hidden": batch["hidden"].to(self.device, dtype)}
+            if self.cfg.distill.weight > 0:
+                inputs["distill"] = self._distill_inputs(batch["teacher_logits"], dtype)
+            return inputs
         pixels, texts = batch
         tokens = self.model.tokenize(texts, warn=False)
         self.truncated += int(tokens.pop("truncated"))
         return {"pixels": pixels.to(self.device, dtype), "input_ids": tokens["input_ids"].to(self.device),
                 "attention_mask": tokens["attention_mask"].to(self.device)}
+
+    def _distill_inputs(self, teacher_logits: torch.Tensor, dtype: torch.dtype) -> dict[str, Any]:
+        """This step's label classes (drawn from the RNG that checkpoints restore), their prompts and targets."""
+        dc = self.cfg.distill
+        n_classes, per_class = self.dataset.label_shape
+        classes = sample_label_classes(teacher_logits, min(dc.classes, n_classes), dc.top)
+        prompts = torch.randint(per_class, (len(classes),))
+        hidden, mask = self.dataset.labels(classes, prompts)
+        return {"label_hidden": hidden.to(self.device, dtype), "label_mask": mask.to(self.device),
+                "teacher_logits": teacher_logits[:, classes].to(self.device), "weight": dc.weight,
+                "teacher_temperature": dc.teacher_temperature}
 
     def train_step(self, batch) -> dict[str, Any]:
         """One optimisation step on one batch ((pixels, texts) or cached features); returns its metrics."""
@@ -442,12 +490,15 @@ class Trainer:
         if self.world > 1:
             average_bn_statistics(moco)
         self.step += 1
-        logged = torch.stack([loss.detach().float(), result["loss_i2t"].float(), result["loss_t2i"].float()])
+        kd = result.get("loss_distill", torch.zeros(()))
+        logged = torch.stack([loss.detach().float(), result["loss_i2t"].float(), result["loss_t2i"].float(),
+                              kd.float().to(loss.device)])
         if self.world > 1:  # log the mean over processes, not rank 0's share
             dist.all_reduce(logged)
             logged /= self.world
         return {"step": self.step, "loss": logged[0].item(), "loss_i2t": logged[1].item(),
                 "loss_t2i": logged[2].item(), "lr": lr,
+                **({"loss_distill": logged[3].item()} if "loss_distill" in result else {}),
                 "samples_per_s": self.global_batch / (time.perf_counter() - t0),
                 "queue_fill": int(moco.queue_fill) if cfg.loss == "moco" else None,
                 "skipped": dict(self.dataset.skipped), "truncated_texts": self.truncated}

@@ -12,14 +12,18 @@ pytestmark = pytest.mark.slow
 
 def test_tiny_build_makes_a_loadable_model_and_a_report(tmp_path):
     cfg = BuildConfig(work=str(tmp_path / "work"), out=str(tmp_path / "lite"), synth_per_class=1, synth_classes=4,
-                      synth_size=64, synth_steps=8, synth_batch=4, procedural=12, procedural_size=64, views=1,
-                      steps=4, batch_size=8, queue_size=16, warmup_steps=1, eval_crops=0)
+                      synth_size=64, synth_steps=8, synth_batch=4, mosaics=4, procedural=12, procedural_size=64,
+                      views=1, steps=4, batch_size=8, queue_size=16, warmup_steps=1, eval_crops=0, label_prompts=1,
+                      distill_classes=32)
     report = build_default(cfg, progress=False)
     work = tmp_path / "work"
     rows = [json.loads(line) for line in (work / "manifest.jsonl").read_text().splitlines()]
-    assert len(rows) == 16 and len(list((work / "images").glob("*.png"))) == 16
+    assert len(rows) == 20 and len(list((work / "images").glob("*.png"))) == 20
+    assert len(list((work / "images").glob("mosaic-*.png"))) == 4
     assert all(0 <= r["class"] < 1000 and r["text"] for r in rows)
     assert set(report) >= {"top1", "top5", "images", "load_s", "out"} and report["images"] > 10
+    metrics = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 4 and all(m["loss_distill"] >= 0 for m in metrics)  # MoCo + distillation ran
     heads = tmp_path / "lite" / "model.safetensors"
     assert heads.stat().st_size < 25 * 2**20
     model = brivl.load(tmp_path / "lite")
@@ -30,3 +34,25 @@ def test_tiny_build_makes_a_loadable_model_and_a_report(tmp_path):
     again = build_default(cfg, progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in (work / "images").iterdir()} == before
     assert again["top5"] == report["top5"]
+
+
+def test_captions_avoid_the_heldout_sentence_pairs_and_use_chinese():
+    from brivl.lite.efficientnet_lite import short_class_names
+    from brivl.lite.recipe import _caption, heldout_sentence_pairs, label_prompts, sentence_pair
+    from brivl.lite.zh import ZH_CLASS_NAMES
+
+    names = short_class_names()
+    pairs = heldout_sentence_pairs()
+    assert len(pairs) == 200 == len(set(pairs)) and pairs == heldout_sentence_pairs()
+    heldout = {s for t, c in pairs for s in sentence_pair(t, c)}
+    g = torch.Generator().manual_seed(0)
+    classes = sorted({c for _, c in pairs})[:40]
+    captions = [_caption(c, names, 0.5, set(pairs), g) for c in classes for _ in range(30)]
+    assert not heldout & set(captions)
+    chinese = [c for c in captions if any("\u4e00" <= ch <= "\u9fff" for ch in c)]
+    assert 0.3 < len(chinese) / len(captions) < 0.7
+    prompts = label_prompts(names, 4)
+    assert len(prompts) == 1000 and {len(p) for p in prompts} == {4}
+    cat = names.index("tabby")
+    assert prompts[cat][:2] == ["a photo of a tabby.", "a picture of a tabby."]
+    assert ZH_CLASS_NAMES[cat] in prompts[cat][2] and ZH_CLASS_NAMES[cat] == prompts[cat][3]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # Natural photos in scikit-image's bundled data (no download needed).
+MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "camera", "clock", "coins",
                   "moon", "grass", "gravel", "brick", "hubble_deep_field", "immunohistochemistry", "retina", "page")
 
@@ -44,11 +45,37 @@ def heldout_photos() -> dict[str, Tensor]:
     try:
         from sklearn.datasets import load_sample_images
 
-        for fname, img in zip(load_sample_images().filenames, load_sample_images().images):
+        samples = load_sample_images()
+        for fname, img in zip(samples.filenames, samples.images):
             photos[f"sklearn:{fname.rsplit('/', 1)[-1]}"] = _to_tensor(img)
     except ImportError:
         pass
+    try:
+        from matplotlib import cbook
+        from PIL import Image
+
+        for fname in MATPLOTLIB_PHOTOS:
+            with Image.open(cbook.get_sample_data(fname, asfileobj=False)) as im:
+                photos[f"matplotlib:{fname}"] = _to_tensor(np.asarray(im.convert("RGB")))
+    except (ImportError, OSError):
+        pass
     return photos
+
+
+def square_view(img: Tensor, size: int = 224) -> Tensor:
+    """The centred square of a [3, H, W] photo resized whole to [1, 3, size, size] (no further crop)."""
+    _, h, w = img.shape
+    side = min(h, w)
+    view = img[None, :, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    return F.interpolate(view, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def heldout_views(crops_per_photo: int = 8, seed: int = 0) -> Tensor:
+    """Every held-out photo and `crops_per_photo` random crops of it, as square views [N, 3, 224, 224]."""
+    views = []
+    for i, photo in enumerate(heldout_photos().values()):
+        views += [square_view(v) for v in [photo] + random_crops(photo, crops_per_photo, seed + i)]
+    return torch.cat(views)
 
 
 def random_crops(img: Tensor, n: int, seed: int, min_scale: float = 0.3) -> list[Tensor]:
@@ -73,21 +100,14 @@ def teacher_agreement(model, crops_per_photo: int = 8, seed: int = 0, templates=
     from ..eval.zeroshot import DEFAULT_TEMPLATES, class_embeddings, topk_hits
     from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite, short_class_names
 
-    teacher = load_efficientnet_lite(0)
-    names = short_class_names()
-    classes = class_embeddings(model, names, templates or DEFAULT_TEMPLATES)
-    images = []
-    for i, photo in enumerate(heldout_photos().values()):
-        images += [photo] + random_crops(photo, crops_per_photo, seed + i)
+    teacher = load_efficientnet_lite(0).eval()
+    classes = class_embeddings(model, short_class_names(), templates or DEFAULT_TEMPLATES)
+    views = heldout_views(crops_per_photo, seed)
     targets, logits = [], []
-    for img in images:
+    for start in range(0, len(views), 32):
         # Teacher and student see the same view: the centred square, resized whole (no further crop).
-        _, h, w = img.shape
-        side = min(h, w)
-        view = img[None, :, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
-        square = F.interpolate(view, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
-        square = square.clamp(0, 1)
+        square = views[start:start + 32]
         targets.append(teacher(preprocess_efficientnet_lite(square, crop_pct=1.0)).argmax(1))
         logits.append(model.encode_image(square) @ classes.T)  # the model resizes to its own size
     hits = topk_hits(torch.cat(logits), torch.cat(targets), ks=(1, 5))
-    return {**hits, "images": len(images)}
+    return {**hits, "images": len(views)}

@@ -1,10 +1,14 @@
 """`brivl build-default`: rebuild the brivl-lite heads from installed packages only (data-free distillation).
 
 Stages, each resumable and written under the work folder:
-1. images  - synthetic class images (DeepInversion on the EfficientNet-Lite0 classifier) and procedural images;
-2. label   - captions from the classifier's top-1 ImageNet class name, through varied templates;
-3. cache   - frozen-backbone outputs of a few augmented views per image (brivl.feature_cache);
-4. train   - cross-modal MoCo on the heads only (brivl.train, DeepSpeed);
+1. images  - synthetic class images (DeepInversion on the EfficientNet-Lite0 classifier), 2x2 mosaics of them
+             (several objects per picture, as in photos) and procedural images;
+2. label   - captions from the classifier's top-1 ImageNet class name, through varied templates, in Chinese
+             for the classes with a Chinese name (brivl.lite.zh) some of the time;
+3. cache   - frozen-backbone outputs of a few augmented views (crops, colour) per image, the teacher's logits
+             for each view and label prompts for every class (brivl.feature_cache);
+4. train   - cross-modal MoCo on the heads only (brivl.train, DeepSpeed), plus distillation of the teacher's
+             class distribution into the image-to-label-prompt similarities (measured in bench/lite.py);
 5. export  - the heads as fp16 safetensors + config (the package's brivl-lite);
 6. eval    - zero-shot agreement with the teacher on the held-out real photos (never trained on).
 """
@@ -24,11 +28,46 @@ from PIL import Image
 
 from ..checkpoint import atomic_write_bytes
 from ..config import ConfigError
+from .zh import PARALLEL_TEMPLATES, ZH_CLASS_NAMES
 
 log = logging.getLogger("brivl.build")
-CAPTION_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "a close-up photo of a {}.", "an image of a {}.",
-                     "a {} in the picture.", "{}", "a blurry photo of a {}.", "a bright photo of a {}.",
-                     "a drawing of a {}.", "a photo of the {}, seen up close.")
+# English-only templates besides the parallel ones (brivl.lite.zh).
+EXTRA_TEMPLATES = ("an image of a {}.", "a {} in the picture.", "{}", "a photo of the {}, seen up close.")
+LABEL_PROMPTS_EN = ("a photo of a {}.", "a picture of a {}.", "{}", "a close-up photo of a {}.")
+LABEL_PROMPTS_ZH = ("一张{}的照片。", "{}")
+
+
+def heldout_sentence_pairs(n: int = 200, seed: int = 1234) -> list[tuple[int, int]]:
+    """(parallel template index, class) pairs whose English and Chinese sentences are never trained on."""
+    g = torch.Generator().manual_seed(seed)
+    classes = sorted(ZH_CLASS_NAMES)
+    combos = [(t, c) for t in range(len(PARALLEL_TEMPLATES)) for c in classes]
+    order = torch.randperm(len(combos), generator=g)[:n].tolist()
+    return [combos[i] for i in order]
+
+
+def sentence_pair(template: int, cls: int) -> tuple[str, str]:
+    """The English and Chinese sentence of a parallel template filled with a class name."""
+    from .efficientnet_lite import short_class_names
+
+    en, zh = PARALLEL_TEMPLATES[template]
+    return en.format(short_class_names()[cls]), zh.format(ZH_CLASS_NAMES[cls])
+
+
+def label_prompts(names: list[str], per_class: int = 4) -> list[list[str]]:
+    """`per_class` distillation prompts per class: English, and half Chinese where the class has a Chinese name."""
+    if not 1 <= per_class <= len(LABEL_PROMPTS_EN):
+        raise ConfigError(f"label_prompts must be 1-{len(LABEL_PROMPTS_EN)}, got {per_class}")
+    out = []
+    for k, name in enumerate(names):
+        english = [t.format(name) for t in LABEL_PROMPTS_EN]
+        if k in ZH_CLASS_NAMES:
+            n_zh = min(per_class // 2, len(LABEL_PROMPTS_ZH))
+            chinese = [t.format(ZH_CLASS_NAMES[k]) for t in LABEL_PROMPTS_ZH[:n_zh]]
+            out.append(english[:per_class - n_zh] + chinese)
+        else:
+            out.append(english[:per_class])
+    return out
 
 
 @dataclass
@@ -42,15 +81,21 @@ class BuildConfig:
     synth_size: int = 160
     synth_steps: int = 200
     synth_batch: int = 16
+    mosaics: int = 1000  # 2x2 mosaics of synthetic images
     procedural: int = 2000  # procedural images (gradients, textures, shapes)
     procedural_size: int = 160
+    zh_share: float = 0.4  # share of Chinese captions for the classes with a Chinese name
     views: int = 4  # augmented views cached per image
+    crop_scale: tuple[float, float] = (0.4, 1.0)  # random square crops of the views (share of the side)
     steps: int = 3000
     batch_size: int = 64
     queue_size: int = 4096
     lr: float = 3e-4
     warmup_steps: int = 100
     temperature: float = 0.07
+    distill_weight: float = 1.0  # 0 = MoCo alone
+    distill_classes: int = 256
+    label_prompts: int = 4  # prompts per class for distillation (English, half Chinese where named)
     seed: int = 0
     eval_crops: int = 8  # random crops per held-out photo, besides the whole photo
 
@@ -61,6 +106,8 @@ class BuildConfig:
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"unknown build option(s): {', '.join(unknown)}")
+        if "crop_scale" in data:
+            data["crop_scale"] = tuple(float(v) for v in data["crop_scale"])
         return cls(**data)
 
 
@@ -88,6 +135,7 @@ def stage_images(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
         images = synthesize(teacher, classes, size=cfg.synth_size, steps=cfg.synth_steps, seed=cfg.seed + b)
         for j, img in enumerate(images):
             _save_png(img, folder / f"synth-{b:05d}-{j:02d}.png")
+    _write_mosaics(cfg, folder, progress)
     chunk = 256
     for start in tqdm(range(0, cfg.procedural, chunk), disable=not progress, desc="procedural images"):
         n = min(chunk, cfg.procedural - start)
@@ -96,6 +144,27 @@ def stage_images(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
         for j, img in enumerate(procedural_images(n, cfg.procedural_size, seed=cfg.seed * 7919 + start)):
             _save_png(img, folder / f"proc-{start + j:06d}.png")
     return folder
+
+
+def _write_mosaics(cfg: BuildConfig, folder: Path, progress: bool) -> None:
+    """2x2 grids of four random synthetic images, each at half size (seeded; existing files are kept)."""
+    from tqdm.auto import tqdm
+
+    from ..images import load_image
+
+    synth = sorted(folder.glob("synth-*.png"))
+    if len(synth) < 4 or cfg.mosaics <= 0:
+        return
+    g = torch.Generator().manual_seed(cfg.seed + 17)
+    picks = [torch.randperm(len(synth), generator=g)[:4].tolist() for _ in range(cfg.mosaics)]
+    half = cfg.synth_size // 2
+    for i, four in enumerate(tqdm(picks, disable=not progress, desc="mosaics")):
+        path = folder / f"mosaic-{i:05d}.png"
+        if _done(path):
+            continue
+        tiles = [torch.nn.functional.interpolate(load_image(synth[j])[None], size=(half, half), mode="bilinear",
+                                                 antialias=True, align_corners=False)[0] for j in four]
+        _save_png(torch.cat([torch.cat(tiles[:2], 2), torch.cat(tiles[2:], 2)], 1), path)
 
 
 def _save_png(img: torch.Tensor, path: Path) -> None:
@@ -119,6 +188,7 @@ def stage_label(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     teacher, names = load_efficientnet_lite(0), short_class_names()
     files = sorted((work / "images").glob("*.png"))
     g = torch.Generator().manual_seed(cfg.seed)
+    heldout = set(heldout_sentence_pairs())
     rows, confidences = [], []
     for start in tqdm(range(0, len(files), 64), disable=not progress, desc="labelling"):
         chunk = files[start:start + 64]
@@ -126,9 +196,8 @@ def stage_label(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
         probs = teacher(pixels).softmax(-1)
         conf, top = probs.max(-1)
         for f, c, k in zip(chunk, conf.tolist(), top.tolist()):
-            template = CAPTION_TEMPLATES[int(torch.randint(len(CAPTION_TEMPLATES), (), generator=g))]
-            rows.append({"image": f"images/{f.name}", "text": template.format(names[k]), "class": k,
-                         "confidence": round(c, 4)})
+            rows.append({"image": f"images/{f.name}", "text": _caption(k, names, cfg.zh_share, heldout, g),
+                         "class": k, "confidence": round(c, 4)})
             confidences.append(c)
     atomic_write_bytes(manifest, "".join(json.dumps(r) + "\n" for r in rows).encode())
     classes = {r["class"] for r in rows}
@@ -137,19 +206,44 @@ def stage_label(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     return manifest
 
 
+def _caption(cls: int, names: list[str], zh_share: float, heldout: set[tuple[int, int]],
+             g: torch.Generator) -> str:
+    """A caption of class `cls`: a random template, Chinese with probability zh_share where a name exists.
+
+    Parallel (template, class) combinations held out for the cross-lingual test are drawn again.
+    """
+    n_parallel, n_all = len(PARALLEL_TEMPLATES), len(PARALLEL_TEMPLATES) + len(EXTRA_TEMPLATES)
+    chinese = cls in ZH_CLASS_NAMES and float(torch.rand((), generator=g)) < zh_share
+    while True:
+        t = int(torch.randint(n_parallel if chinese else n_all, (), generator=g))
+        if t >= n_parallel or (t, cls) not in heldout:
+            break
+    if t >= n_parallel:
+        return EXTRA_TEMPLATES[t - n_parallel].format(names[cls])
+    return PARALLEL_TEMPLATES[t][1].format(ZH_CLASS_NAMES[cls]) if chinese else PARALLEL_TEMPLATES[t][0].format(names[cls])
+
+
 def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
-    """Frozen-backbone outputs for `views` augmented views of each image."""
+    """Frozen-backbone outputs, teacher logits for `views` augmented views of each image, and label prompts."""
     from ..config import preset
+    from ..data import Augment
     from ..feature_cache import build_feature_cache, is_feature_cache
     from ..model.brivl import BriVL
     from .assemble import with_package_backbones
+    from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite, short_class_names
 
     folder = work / "cache"
     if is_feature_cache(folder):
         return folder
     model = with_package_backbones(BriVL(preset("brivl-lite"))).eval()
+    classifier = load_efficientnet_lite(0).eval()
+
+    def teacher(pixels: torch.Tensor) -> torch.Tensor:
+        return classifier(preprocess_efficientnet_lite(pixels, crop_pct=1.0))
+
     return build_feature_cache(model, work / "manifest.jsonl", folder, views=cfg.views, seed=cfg.seed,
-                               progress=progress)
+                               augment=Augment(crop_scale=cfg.crop_scale), progress=progress, teacher=teacher,
+                               labels=label_prompts(short_class_names(), cfg.label_prompts))
 
 
 def stage_train(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
@@ -161,7 +255,8 @@ def stage_train(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
         "steps": cfg.steps, "batch_size": cfg.batch_size, "queue_size": cfg.queue_size, "lr": cfg.lr,
         "warmup_steps": cfg.warmup_steps, "temperature": cfg.temperature, "seed": cfg.seed,
         "save_every": max(1, min(500, cfg.steps)), "augment": False,
-        "freeze": {"cnn_blocks": [], "text_layers": 0, "fix_bn": True}})
+        "freeze": {"cnn_blocks": [], "text_layers": 0, "fix_bn": True},
+        "distill": {"weight": cfg.distill_weight, "classes": cfg.distill_classes}})
     resume = latest_checkpoint(tc.output) is not None
     Trainer(tc, resume=resume).run(progress=progress)
     return latest_checkpoint(tc.output) / "model"

@@ -1,0 +1,86 @@
+"""Network and neuron visualisation, as in the BriVL paper's Fig. 2: what the frozen model "imagines" for a text.
+
+Network visualisation (Fig. 2a-c) starts from a noise image and maximises the cosine between its embedding and a
+text's embedding. Neuron visualisation (Fig. 2d) maximises one channel of the CNN's last layer before pooling
+("LLP-108") while the text match keeps the image on a semantic subject ("forest", "mountains").
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from brivl.twotower import TwoTower
+
+from . import objectives as O
+from .param import ParamKind
+from .render import ProgressCallback, Render, TransformSpec, render
+
+
+def _priors(objective: O.Objective, tv: float, l2: float, diversity: float) -> O.Objective:
+    """objective with the optional image priors subtracted and a diversity term added (zero weights skip them)."""
+    if tv:
+        objective = objective - tv * O.total_variation()
+    if l2:
+        objective = objective - l2 * O.l2()
+    if diversity:
+        objective = objective + diversity * O.diversity()
+    return objective
+
+
+def imagine(
+    model: TwoTower,
+    text: str | Sequence[str],
+    *,
+    steps: int = 256,
+    size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    param: ParamKind = "fft",
+    decorrelate: bool = True,
+    lr: float = 0.05,
+    batch: int | None = None,
+    transforms: TransformSpec = "standard",
+    tv: float = 0.0,
+    l2: float = 0.0,
+    diversity: float = 0.0,
+    callback: ProgressCallback | None = None,
+    every: int | None = None,
+    progress: bool | None = None,
+) -> Render:
+    """Images whose embedding matches a text: one row per text for a list, `batch` rows for one text.
+
+    `tv` and `l2` weigh smoothness and grey-level penalties, `diversity` pushes a batch of one text apart.
+    """
+    objective = _priors(O.text_match(text), tv, l2, diversity)
+    return render(model, objective, steps=steps, size=size, batch=batch, lr=lr, seed=seed, param=param,
+                  decorrelate=decorrelate, transforms=transforms, callback=callback, every=every, progress=progress)
+
+
+def neuron(
+    model: TwoTower,
+    layer: str = "llp",
+    channel: int = 108,
+    text: str | Sequence[str] | None = "forest",
+    *,
+    text_weight: float = 1.0,
+    steps: int = 256,
+    size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    param: ParamKind = "fft",
+    decorrelate: bool = True,
+    lr: float = 0.05,
+    batch: int | None = None,
+    transforms: TransformSpec = "standard",
+    tv: float = 0.0,
+    l2: float = 0.0,
+    callback: ProgressCallback | None = None,
+    every: int | None = None,
+    progress: bool | None = None,
+) -> Render:
+    """Images that maximise channel `channel` of `layer`, under the semantic constraint of a text (None: none)."""
+    # The paper adds the neuron's value to the image-text matching objective with no weight given; text_weight
+    # lets a model whose activations are far larger than a cosine (at most 1) keep the text in play.
+    objective = O.channel(layer, channel)
+    if text is not None:
+        objective = objective + text_weight * O.text_match(text)
+    objective = _priors(objective, tv, l2, 0.0)
+    return render(model, objective, steps=steps, size=size, batch=batch, lr=lr, seed=seed, param=param,
+                  decorrelate=decorrelate, transforms=transforms, callback=callback, every=every, progress=progress)

@@ -1,0 +1,161 @@
+"""The optimisation loop: Adam on a seeded image parameterisation until an objective is maximised."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from brivl.twotower import TwoTower
+
+from . import transforms as T
+from .objectives import Context, Objective, capture_layers
+from .param import ImageParam, ParamKind, image
+
+ProgressCallback = Callable[[int, Tensor], None]
+TransformSpec = str | T.Compose | Sequence[T.Transform] | None
+
+# The transforms draw from their own generator, seeded from `seed` with a fixed offset: the image's initial
+# noise and the transforms' draws then stay independent streams while one seed still fixes both.
+_TRANSFORM_SEED_OFFSET = 0x5EED
+
+
+class Render(NamedTuple):
+    """What `render` returns: final images [n,3,H,W] in [0,1] and the objective per step and row [steps, n]."""
+
+    images: Tensor
+    history: Tensor
+
+
+class RenderDivergedError(FloatingPointError):
+    """The images, the objective or its gradient became NaN/Inf; `step` says at which step."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def _device(model: TwoTower) -> torch.device:
+    """The device of the model's weights (the CPU for a model without parameters)."""
+    if isinstance(model, nn.Module):
+        p = next(model.parameters(), None)
+        if p is not None:
+            return p.device
+    return torch.device("cpu")
+
+
+def _transforms(spec: TransformSpec, size: int) -> T.Compose:
+    """A Compose from "standard", None, a Compose or a list of transforms."""
+    if spec is None:
+        return T.Compose([])
+    if isinstance(spec, str):
+        if spec != "standard":
+            raise ValueError(f"unknown transforms {spec!r}; use 'standard', None, or a list of transforms")
+        return T.standard(size)
+    return spec if isinstance(spec, T.Compose) else T.Compose(spec)
+
+
+def _batch_size(objective: Objective, batch: int | None) -> int:
+    """The batch size: as given, else what the objective needs (e.g. its number of prompts), else 1."""
+    if batch is not None and objective.rows is not None and batch != objective.rows:
+        raise ValueError(f"batch={batch} but the objective {objective.name} has {objective.rows} rows")
+    return batch or objective.rows or 1
+
+
+def _check_finite(t: Tensor, what: str, step: int, steps: int, lr: float) -> None:
+    """Raise RenderDivergedError naming the step if t holds NaN or Inf."""
+    if not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(dim=1).nonzero().flatten().tolist() if t.dim() else []
+        rows = f" (batch rows {bad})" if bad else ""
+        raise RenderDivergedError(
+            f"render diverged at step {step} of {steps}: {what} is NaN or Inf{rows}; "
+            f"try a lower lr (now {lr:g}) or check that the model's encode_image is finite", step)
+
+
+def render(
+    model: TwoTower,
+    objective: Objective,
+    *,
+    steps: int = 256,
+    size: int | tuple[int, int] | None = None,
+    batch: int | None = None,
+    lr: float = 0.05,
+    seed: int = 0,
+    param: ParamKind = "fft",
+    decorrelate: bool = True,
+    transforms: TransformSpec = "standard",
+    callback: ProgressCallback | None = None,
+    every: int | None = None,
+    progress: bool | None = None,
+    init: ImageParam | None = None,
+) -> Render:
+    """Maximise objective over a seeded batch of images; the model stays frozen and unchanged.
+
+    `size` defaults to the model's input side; `batch` to the objective's number of rows (one per prompt),
+    else init's batch, else 1.
+    `callback(step, images)` receives the images after `step` updates at step 0, every `every` steps
+    (default a tenth of them) and at the end. `progress` shows a tqdm bar (default: only on a terminal).
+    `init` replaces the seeded parameterisation with one of your own (param, decorrelate and size are ignored).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    n = _batch_size(objective, init.n if batch is None and init is not None else batch)
+    if init is None:
+        side = model.image_size if size is None else size
+        init = image(n, side, param, decorrelate, seed=seed, device=_device(model))
+    elif init.n != n:
+        raise ValueError(f"init holds {init.n} images but the batch has {n}")
+    params = [p for p in init.parameters() if p.requires_grad]
+    tf = _transforms(transforms, min(init.height, init.width))
+    g = torch.Generator().manual_seed(seed + _TRANSFORM_SEED_OFFSET)
+    every = max(1, steps // 10) if every is None else every
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    if progress is None:
+        progress = sys.stderr.isatty()  # a bar only on a terminal, never in logs or the app
+    opt = torch.optim.Adam(params, lr=lr)
+    history: list[Tensor] = []
+
+    # Eval mode so BatchNorm uses its running statistics and never updates them; restored afterwards.
+    was_training = model.training if isinstance(model, nn.Module) else None
+    if isinstance(model, nn.Module):
+        model.eval()
+    try:
+        from tqdm.auto import tqdm
+
+        with capture_layers(model, objective.layers) as cap, tqdm(total=steps, disable=not progress,
+                                                                    desc=objective.name[:40]) as bar:
+            for step in range(steps):
+                images = init()
+                _check_finite(images, "the image", step, steps, lr)
+                if callback is not None and step % every == 0:
+                    callback(step, images.detach().clone())  # a copy: the callback may edit it freely
+                value = objective(Context(model, images, tf(images, g), cap))
+                _check_finite(value.detach(), f"the objective {objective.name}", step, steps, lr)
+                if not value.requires_grad:
+                    raise ValueError(f"the objective {objective.name} does not depend on the image")
+                # Gradients for the image only: the model's weights get none, so the model is left untouched.
+                grads = torch.autograd.grad(-value.sum(), params, allow_unused=True)
+                if any(gr is None for gr in grads):
+                    raise ValueError(f"the objective {objective.name} does not depend on the image")
+                for p, gr in zip(params, grads, strict=True):
+                    _check_finite(gr, "the gradient", step, steps, lr)
+                    p.grad = gr
+                opt.step()
+                history.append(value.detach().cpu())
+                if progress:
+                    bar.update(1)
+                    bar.set_postfix(objective=f"{history[-1].mean().item():.4g}", refresh=False)
+        with torch.no_grad():
+            final = init()
+        _check_finite(final, "the image", steps, steps, lr)
+        if callback is not None:
+            callback(steps, final)
+    finally:
+        if was_training:
+            model.train()
+    return Render(final, torch.stack(history))
