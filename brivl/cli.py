@@ -19,6 +19,17 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
+def _render_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=256, help="optimisation steps (default 256)")
+    p.add_argument("--size", type=int, help="image side in pixels (default: the model's input size)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise and the transforms (default 0)")
+    p.add_argument("--param", choices=["fft", "pixel"], default="fft",
+                   help="image parameterisation: Fourier spectrum or plain pixels (default fft)")
+    p.add_argument("--no-decorrelate", dest="decorrelate", action="store_false",
+                   help="optimise RGB directly instead of decorrelated colour axes")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `brivl` command."""
     parser = argparse.ArgumentParser(prog="brivl", description="BriVL two-tower vision-language models, offline.")
@@ -58,6 +69,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", help="override the work folder")
     p.add_argument("--out", help="override where the heads are written")
 
+    p = sub.add_parser("imagine", help="network visualisation: an image the model matches to a text (PNG + JSON)")
+    _model_arg(p)
+    p.add_argument("text", help="the text to imagine")
+    p.add_argument("-o", "--output", default="imagine.png", help="the PNG to write; its settings go to a .json "
+                                                                  "beside it (default: imagine.png)")
+    _render_args(p)
+
+    p = sub.add_parser("neuron", help="neuron visualisation: maximise one channel of a layer, under an optional text")
+    _model_arg(p)
+    p.add_argument("--layer", default="llp", help="a feature layer of the model (default: llp, the CNN's last layer "
+                                                  "before pooling; `brivl info` lists them)")
+    p.add_argument("--channel", type=int, required=True, help="the channel to maximise (e.g. 108 for LLP-108)")
+    p.add_argument("--text", help="a semantic constraint: the image must also match this text (default: none)")
+    p.add_argument("--text-weight", type=float, default=1.0, help="weight of the text match (default 1)")
+    p.add_argument("-o", "--output", default="neuron.png", help="the PNG to write; its settings go to a .json "
+                                                                 "beside it (default: neuron.png)")
+    _render_args(p)
+
+    p = sub.add_parser("figures", help="regenerate the paper's figures")
+    figures = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
+    f = figures.add_parser("fig2", help="Fig. 2: network visualisation (concepts, sentences, 'mountains with'), "
+                                        "neurons LLP-108/456/678 under 'forest' and 'mountains'")
+    f.add_argument("--model", default="brivl-lite", help="the model (default: brivl-lite)")
+    f.add_argument("--tokenizer", help="tokenizer folder or vocab.txt, for models saved without one")
+    f.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    f.add_argument("--out", required=True, help="folder for fig2.png, fig2.json and cells/")
+    f.add_argument("--channels", type=int, nargs="+", default=[108, 456, 678],
+                   help="LLP channels of panel d (default: the paper's 108 456 678)")
+    f.add_argument("--text-weight", type=float, default=1.0, help="weight of the text match in panel d (default 1)")
+    _render_args(f)
+
     p = sub.add_parser("make-toy-data", help="write a procedural captioned-shapes data set (for smoke tests)")
     p.add_argument("folder", help="where to write images/ and manifest.jsonl")
     p.add_argument("-n", type=int, default=512, help="number of pairs (default 512)")
@@ -84,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("default")
         warnings.showwarning = _show_warning
         try:
-            _check_output_suffix(getattr(args, "output", None))
+            if args.command in ("encode-text", "encode-image"):
+                _check_output_suffix(args.output)
             return COMMANDS[args.command](args)
         except errors as e:
             print(f"brivl {args.command}: error: {e}", file=sys.stderr)
@@ -275,9 +318,114 @@ def cmd_make_toy_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- visualisation (viz is imported here, never at module level: brivl's core does not depend on viz) -----------
+
+def _check_render_args(args: argparse.Namespace) -> None:
+    """Refuse settings the render loop cannot use, before any model is loaded."""
+    from .inputs import InputError
+
+    if args.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {args.steps}")
+    if args.size is not None and not 16 <= args.size <= 4096:
+        raise InputError(f"--size must be between 16 and 4096 pixels, got {args.size}")
+    if not args.lr > 0:
+        raise InputError(f"--lr must be > 0, got {args.lr}")
+    output = getattr(args, "output", None)
+    if output is not None and Path(output).suffix.lower() != ".png":
+        raise InputError(f"{output}: the image is written as PNG; give a path ending in .png")
+
+
+def _render_settings(args: argparse.Namespace) -> dict:
+    return {"steps": args.steps, "size": args.size, "seed": args.seed, "param": args.param,
+            "decorrelate": args.decorrelate, "lr": args.lr}
+
+
+def _write_render(args: argparse.Namespace, model, result, settings: dict, seconds: float) -> None:
+    """Write the image as a PNG at args.output and every setting to a JSON beside it."""
+    import torch
+
+    from viz.figures import save_png, write_json
+
+    out = Path(args.output)
+    save_png(result.images[0], out)
+    side = int(result.images.shape[-1])
+    info = {"command": args.command, "model": args.model, "model_name": model.config.name, **settings,
+            "size": side, "transforms": "standard", "final_objective": result.history[-1, 0].item(),
+            "time_s": round(seconds, 3), "device": args.device, "torch": torch.__version__, "image": out.name}
+    meta = write_json(info, out.with_suffix(".json"))
+    print(f"wrote {out} ({side}x{side}) and {meta}")
+
+
+def _check_text(text: str | None, what: str) -> None:
+    from .inputs import InputError
+
+    if text is not None and not text.strip():
+        raise InputError(f"{what} is empty or only whitespace; give it some words")
+
+
+def cmd_imagine(args: argparse.Namespace) -> int:
+    """Network visualisation of one text."""
+    import time
+
+    import viz
+
+    _check_text(args.text, "the text")
+    _check_render_args(args)
+    model = _load(args)
+    settings = {"text": args.text, **_render_settings(args)}
+    t0 = time.perf_counter()
+    result = viz.imagine(model, args.text, **_render_settings(args))
+    _write_render(args, model, result, settings, time.perf_counter() - t0)
+    return 0
+
+
+def cmd_neuron(args: argparse.Namespace) -> int:
+    """Neuron visualisation of one channel, under an optional text."""
+    import time
+
+    import viz
+    from viz.figures import ChannelError, check_channels
+
+    from .inputs import InputError
+
+    _check_text(args.text, "--text")
+    _check_render_args(args)
+    model = _load(args)
+    try:
+        check_channels(model, args.layer, [args.channel])
+    except ChannelError as e:
+        raise InputError(str(e)) from None
+    settings = {"layer": args.layer, "channel": args.channel, "text": args.text, "text_weight": args.text_weight,
+                **_render_settings(args)}
+    t0 = time.perf_counter()
+    result = viz.neuron(model, args.layer, args.channel, args.text, text_weight=args.text_weight,
+                        **_render_settings(args))
+    _write_render(args, model, result, settings, time.perf_counter() - t0)
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Regenerate one of the paper's figures."""
+    from viz import figures
+
+    from .inputs import InputError
+
+    _check_render_args(args)
+    model = _load(args)
+    try:
+        info = figures.fig2(model, args.out, steps=args.steps, size=args.size, seed=args.seed, param=args.param,
+                            decorrelate=args.decorrelate, lr=args.lr, channels=args.channels,
+                            text_weight=args.text_weight, model_name=args.model)
+    except figures.ChannelError as e:
+        raise InputError(f"{e} (set them with --channels)") from None
+    print(f"wrote {Path(args.out) / info['files']['grid']} and fig2.json ({info['time_s']:.1f} s)")
+    return 0
+
+
 COMMANDS = {"info": cmd_info, "encode-text": cmd_encode_text, "encode-image": cmd_encode_image,
             "similarity": cmd_similarity, "convert": cmd_convert, "train": cmd_train,
-            "make-toy-data": cmd_make_toy_data, "build-default": cmd_build_default}
+            "make-toy-data": cmd_make_toy_data, "build-default": cmd_build_default, "imagine": cmd_imagine,
+            "neuron": cmd_neuron, "figures": cmd_figures}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,10 +2,10 @@
 
 Talks to a model only through the `brivl.TwoTower` protocol; `brivl` never imports `viz`.
 """
-from . import attribution, objectives, param, transforms
+from . import attribution, figures, objectives, param, transforms
 from .network import imagine, neuron
 from .objectives import Objective
 from .render import Render, RenderDivergedError, render
 
-__all__ = ["Objective", "Render", "RenderDivergedError", "attribution", "imagine", "neuron", "objectives", "param",
-           "render", "transforms"]
+__all__ = ["Objective", "Render", "RenderDivergedError", "attribution", "figures", "imagine", "neuron", "objectives",
+           "param", "render", "transforms"]
