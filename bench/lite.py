@@ -42,10 +42,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "lite.json"))
     args = parser.parse_args()
 
+    from lite_names import ZH_TEST_NAMES
+
     import brivl
     from brivl.lite.evaluate import chinese_zero_shot, cross_lingual_retrieval
     from brivl.lite.heldout import teacher_agreement
-    from lite_names import ZH_TEST_NAMES
 
     result: dict = {"model": args.model}
     with tempfile.TemporaryDirectory() as cold:

@@ -30,6 +30,26 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
 
 
+def _phrase_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--phrases", default="jieba", help="'jieba' (its dictionary, 349,045 phrases; the default) or a "
+                                                      "text file with one phrase per line")
+    p.add_argument("--limit", type=int, help="use only the first N phrases")
+    p.add_argument("--index", help="the index folder (default: a folder named by the model and phrase fingerprints "
+                                   "under $BRIVL_CACHE/phrase-index; for fig5c, the folder to put those in)")
+    p.add_argument("--batch-size", type=int, default=256, help="phrases per forward pass (default 256)")
+
+
+def _eval_common(p: argparse.ArgumentParser, batch: int, templates: bool = True) -> None:
+    if templates:
+        p.add_argument("--template", action="append", dest="templates",
+                       help="prompt template with {} for the class name; repeat to average several (default: the "
+                            "class name alone, as in the paper)")
+    p.add_argument("--name", help="the method name in the table (default: the model argument)")
+    p.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default {batch})")
+    p.add_argument("-o", "--output", help="write the results as JSON here")
+    p.add_argument("--markdown", help="write the markdown table here")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `brivl` command."""
     parser = argparse.ArgumentParser(prog="brivl", description="BriVL two-tower vision-language models, offline.")
@@ -100,6 +120,63 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--text-weight", type=float, default=1.0, help="weight of the text match in panel d (default 1)")
     _render_args(f)
 
+    f = figures.add_parser("fig5c", help="Fig. 5c: top-30 phrase retrieval of 'sports' and 'automobile' (运动, 汽车) "
+                                         "over jieba's phrases, UMAP maps of two models side by side")
+    f.add_argument("--model", default="brivl-lite", help="the model (default: brivl-lite)")
+    f.add_argument("--compare", default="backbone",
+                   help="the model beside it: 'backbone' (its own text backbone alone, mean-pooled: the paper's "
+                        "RoBERTa-large vs BriVL w/ RoBERTa-large; the default), 'none', or another model")
+    f.add_argument("--tokenizer", help="tokenizer folder or vocab.txt, for models saved without one")
+    f.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    f.add_argument("--out", required=True, help="folder for fig5c.png and fig5c.json")
+    f.add_argument("--queries", nargs="+", default=None, help="query texts (default: 运动 汽车)")
+    _phrase_source_args(f)
+    f.add_argument("-k", type=int, default=30, help="phrases per query (default 30)")
+    f.add_argument("--seed", type=int, default=0, help="UMAP random_state (default 0)")
+    f.add_argument("--layout", choices=["umap", "pca"], default="umap", help="2-D layout (default umap)")
+
+    p = sub.add_parser("phrases", help="phrase retrieval: embed a phrase list once (jieba's by default), query it")
+    phrases = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    f = phrases.add_parser("build", help="embed a phrase list into an index folder (resumes an interrupted build; "
+                                         "rebuilds a stale one)")
+    _model_arg(f)
+    _phrase_source_args(f)
+    f.add_argument("--backbone", action="store_true", help="index with the model's text backbone alone (mean-pooled)")
+    f = phrases.add_parser("query", help="top-k phrases of one or more queries (cosine); optionally a UMAP plot")
+    _model_arg(f)
+    f.add_argument("queries", nargs="+", help="query texts")
+    _phrase_source_args(f)
+    f.add_argument("--backbone", action="store_true", help="query the model's text backbone alone (its own index)")
+    f.add_argument("-k", type=int, default=30, help="phrases per query (default 30)")
+    f.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    f.add_argument("--plot", help="also draw the queries and their top-k phrases in 2-D (a PNG path; JSON beside it)")
+    f.add_argument("--layout", choices=["umap", "pca"], default="umap", help="2-D layout of --plot (default umap)")
+    f.add_argument("--seed", type=int, default=0, help="UMAP random_state of --plot (default 0)")
+
+    p = sub.add_parser("eval", help="zero-shot classification (images, texts) and image-text retrieval")
+    evals = p.add_subparsers(dest="task", required=True, metavar="TASK")
+    f = evals.add_parser("zeroshot", help="zero-shot image classification on class folders, with the paper's "
+                                          "unseen/seen splits (mean and std over 25 random splits)")
+    _model_arg(f)
+    f.add_argument("folder", help="a folder with one sub-folder of images per class (folder name = class name)")
+    f.add_argument("--classes", help="class-name mapping: JSON {folder: name} or lines 'folder<TAB>name'")
+    f.add_argument("--ratios", nargs="+", help="unseen/seen class ratios, e.g. 21/0 16/5 (default: every class "
+                                               "unseen, C/0); U/S = U classes tested, S left out")
+    f.add_argument("--splits", type=int, default=25, help="random splits per ratio with seen classes (default 25)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
+    _eval_common(f, batch=32)
+    f = evals.add_parser("textcls", help="zero-shot text classification: each text to the nearest class name")
+    _model_arg(f)
+    f.add_argument("tsv", help="lines 'text<TAB>label'")
+    f.add_argument("--classes", help="label-to-class-name mapping: JSON {label: name} or lines 'label<TAB>name'")
+    f.add_argument("--backbone", action="store_true", help="classify with the model's text backbone alone "
+                                                           "(the paper's RoBERTa baselines of Fig. 5a)")
+    _eval_common(f, batch=128)
+    f = evals.add_parser("retrieval", help="image<->text Recall@1/5/10 and Recall@SUM (several captions per image)")
+    _model_arg(f)
+    f.add_argument("manifest", help="JSONL {image, text|captions} or TSV image<TAB>caption; rows of one image merge")
+    _eval_common(f, batch=32, templates=False)
+
     p = sub.add_parser("make-toy-data", help="write a procedural captioned-shapes data set (for smoke tests)")
     p.add_argument("folder", help="where to write images/ and manifest.jsonl")
     p.add_argument("-n", type=int, default=512, help="number of pairs (default 512)")
@@ -148,10 +225,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"brivl: warning: {message}", file=sys.stderr)
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, name: str | None = None):
     from .hub import load
 
-    return load(args.model, device=args.device, tokenizer=args.tokenizer)
+    name = args.model if name is None else name
+    if name.startswith("openclip:"):  # hub.load routes it; an OpenCLIP model takes no tokenizer folder
+        return load(name, device=args.device)
+    return load(name, device=args.device, tokenizer=args.tokenizer)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -410,6 +490,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     from .inputs import InputError
 
+    if args.figure == "fig5c":
+        return _fig5c(args)
     _check_render_args(args)
     model = _load(args)
     try:
@@ -422,10 +504,190 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- phrase retrieval (viz.phrases) and Fig. 5c ---------------------------------------------------------------
+
+def _check_phrase_args(args: argparse.Namespace) -> None:
+    from .inputs import InputError
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if getattr(args, "k", 1) < 1:
+        raise InputError(f"-k must be at least 1, got {args.k}")
+    if args.phrases != "jieba" and not Path(args.phrases).is_file():
+        raise InputError(f"{args.phrases}: no such phrase file (one phrase per line), and not 'jieba'")
+    plot = getattr(args, "plot", None)
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise InputError(f"{plot}: the plot is written as PNG; give a path ending in .png")
+
+
+def _phrase_index(args: argparse.Namespace, model, label: str, build: bool = True, plist=None, root=None):
+    """The model's index of the phrase source in args (built or resumed when `build`; else it must exist)."""
+    from viz import phrases as P
+
+    plist = plist or P.read_phrases(args.phrases, args.limit)
+    folder = Path(args.index) if args.index else P.default_index_folder(model, plist, root)
+    if not build:
+        return P.PhraseIndex.open(folder, model)
+    show = sys.stderr.isatty()
+    return P.build_index(model, folder, plist, batch_size=args.batch_size, model_name=label, progress=show)
+
+
+def _phrase_errors():
+    from viz.phrases import PhraseIndexError
+
+    return PhraseIndexError
+
+
+def cmd_phrases(args: argparse.Namespace) -> int:
+    """Build or query a phrase index."""
+    from .inputs import InputError
+
+    _check_phrase_args(args)
+    for q in getattr(args, "queries", None) or []:
+        _check_text(q, "a query")
+    model = _load(args)
+    label = args.model
+    if args.backbone:
+        from .eval.backbone import TextBackboneModel
+
+        try:
+            model, label = TextBackboneModel(model), f"{args.model} (text backbone)"
+        except TypeError as e:
+            raise InputError(str(e)) from None
+    try:
+        if args.action == "build":
+            index = _phrase_index(args, model, label)
+            m = index.meta
+            rate = f", {m['phrases_per_s']:,.0f} phrases/s" if m.get("phrases_per_s") else ""
+            print(f"{index.folder}: {len(index):,} phrases x {index.dim} ({m['dtype']}, "
+                  f"{m.get('bytes', 0) / 2**20:.1f} MiB) from {m['source']}; built in "
+                  f"{m.get('build_seconds', 0):.1f} s{rate}")
+            return 0
+        index = _phrase_index(args, model, label, build=False)
+        hits = index.search(model, args.queries, k=args.k)
+    except _phrase_errors() as e:
+        raise InputError(str(e)) from None
+    if args.json:
+        print(json.dumps({q: [{"phrase": p, "cosine": round(c, 5)} for p, c in h]
+                          for q, h in zip(args.queries, hits)}, ensure_ascii=False, indent=2))
+    else:
+        for q, h in zip(args.queries, hits):
+            print(f"{q}  (top {len(h)} of {len(index):,})")
+            for rank, (p, c) in enumerate(h, 1):
+                print(f"{rank:4d}  {c:+.4f}  {p}")
+    if args.plot:
+        from viz import phrases as P
+        from viz.figures import write_json
+
+        out = Path(args.plot)
+        maps = [[P.phrase_map(model, index, q, args.k, args.layout, args.seed, label)] for q in args.queries]
+        info = P.draw_phrase_maps(maps, out)
+        write_json({"queries": args.queries, "k": args.k, "layout": maps[0][0].layout, **info,
+                    "panels": [{"query": m.query, "top": m.phrases, "cosine": m.scores} for r in maps for m in r]},
+                   out.with_suffix(".json"))
+        print(f"wrote {out} and {out.with_suffix('.json').name} (font: {info['font']['name']})")
+    return 0
+
+
+def _fig5c(args: argparse.Namespace) -> int:
+    """Fig. 5c with one model and its comparison."""
+    from viz import phrases as P
+
+    from .inputs import InputError
+
+    args.backbone = False
+    _check_phrase_args(args)
+    queries = args.queries or list(P.FIG5C_QUERIES)
+    for q in queries:
+        _check_text(q, "a query")
+    model = _load(args)
+    columns = []
+    if args.compare == "backbone":
+        from .eval.backbone import TextBackboneModel
+
+        try:
+            columns.append((f"{args.model} text backbone", TextBackboneModel(model)))
+        except TypeError as e:
+            raise InputError(f"{e}; pass --compare none or --compare MODEL") from None
+    elif args.compare != "none":
+        columns.append((args.compare, _load(args, args.compare)))
+    columns.append((args.model, model))
+    try:
+        plist = P.read_phrases(args.phrases, args.limit)
+        root, args.index = args.index, None  # one index per model, in folders named by fingerprint under root
+        built = [(label, m, _phrase_index(args, m, label, plist=plist, root=root)) for label, m in columns]
+        info = P.fig5c(built, args.out, queries=queries, k=args.k, seed=args.seed, layout=args.layout)
+    except _phrase_errors() as e:
+        raise InputError(str(e)) from None
+    font = info["font"]
+    print(f"wrote {Path(args.out) / 'fig5c.png'} and fig5c.json ({info['time_s']:.1f} s; font {font['name']}"
+          f"{', no CJK font: see the warning' if info['font_warning'] else ''})")
+    return 0
+
+
+# --- evaluation (brivl.eval) -------------------------------------------------------------------------------------
+
+def _write_results(args: argparse.Namespace, result: dict, table: str, method: str) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    result = {**result, "model": args.model, "method": method, "markdown": table}
+    if args.output:
+        atomic_write_bytes(Path(args.output), (json.dumps(result, indent=2, ensure_ascii=False) + "\n").encode())
+    if args.markdown:
+        atomic_write_bytes(Path(args.markdown), table.encode())
+    print(table, end="")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run one evaluation and print its markdown table."""
+    from . import eval as E
+    from .inputs import InputError
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    for path in (args.output, args.markdown):
+        if path and Path(path).is_dir():
+            raise InputError(f"{path} is a folder; give a file path")
+    method = args.name or args.model
+    templates = E.suite.check_templates(args.templates) if getattr(args, "templates", None) else E.PAPER_TEMPLATES
+    try:
+        if args.task == "zeroshot":
+            if args.splits < 1:
+                raise InputError(f"--splits must be at least 1, got {args.splits}")
+            data = E.read_class_folders(args.folder, args.classes)
+            ratios = [E.parse_ratio(r, data.n_classes) for r in (args.ratios or [f"{data.n_classes}/0"])]
+            model = _load(args)
+            res = E.zero_shot_classification(model, data, ratios, n_splits=args.splits, seed=args.seed,
+                                             templates=templates, batch_size=args.batch_size)
+            table = E.markdown_zeroshot([(method, res)])
+        elif args.task == "textcls":
+            data = E.read_labelled_texts(args.tsv, args.classes)
+            model = _load(args)
+            if args.backbone:
+                try:
+                    model = E.TextBackboneModel(model)
+                except TypeError as e:
+                    raise InputError(str(e)) from None
+                method = args.name or f"{args.model} (text backbone)"
+            res = E.text_classification(model, data, templates=templates, batch_size=args.batch_size)
+            table = E.markdown_textcls([(method, Path(args.tsv).stem, res)])
+        else:
+            data = E.read_retrieval_set(args.manifest)
+            model = _load(args)
+            res = E.retrieval(model, data, batch_size=args.batch_size)
+            table = E.markdown_retrieval([(method, res)])
+    except E.SplitError as e:
+        raise InputError(str(e)) from None
+    _write_results(args, res, table, method)
+    return 0
+
+
 COMMANDS = {"info": cmd_info, "encode-text": cmd_encode_text, "encode-image": cmd_encode_image,
             "similarity": cmd_similarity, "convert": cmd_convert, "train": cmd_train,
             "make-toy-data": cmd_make_toy_data, "build-default": cmd_build_default, "imagine": cmd_imagine,
-            "neuron": cmd_neuron, "figures": cmd_figures}
+            "neuron": cmd_neuron, "figures": cmd_figures, "phrases": cmd_phrases, "eval": cmd_eval}
 
 if __name__ == "__main__":
     sys.exit(main())

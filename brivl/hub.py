@@ -25,6 +25,10 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
     from .official import load_official
 
     name = str(name_or_path)
+    if name.startswith("openclip:"):  # a CLIP-style model for comparisons (local weights or random init)
+        from .backends.openclip import load_openclip
+
+        return load_openclip(name, device=device)
     path = Path(name).expanduser()
     if name == "tiny":
         with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG

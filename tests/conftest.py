@@ -13,3 +13,15 @@ def tiny():
     import brivl
 
     return brivl.load("tiny")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, restored after: on a small shared machine two threads fighting for the
+    cores made the tiny-model render steps up to 7x slower (78 s against 11 s for the viz tests)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

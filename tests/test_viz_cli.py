@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from PIL import Image
 
 from brivl.cli import main
@@ -12,13 +11,7 @@ from brivl.cli import main
 FAST = ["--steps", "2", "--size", "64"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread: the tiny renders are quickest that way on a small shared machine; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(capsys, *argv):

@@ -5,15 +5,7 @@ import torch.nn.functional as F
 
 from viz import objectives as O
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread per test: on a small machine shared with other jobs, two threads fighting for the
-    cores made these tiny-model steps up to 7x slower (78 s against 11 s for the viz tests); restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n=2, size=128, seed=0):  # the tiny model's own size: no resize

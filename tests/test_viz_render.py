@@ -12,15 +12,7 @@ import torch
 import viz
 from viz import objectives as O
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread per test: on a small machine shared with other jobs, two threads fighting for the
-    cores made these tiny-model steps up to 7x slower (78 s against 11 s for the viz tests); restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # 128 px is the tiny model's own input size: no resize inside encode_image, so each step is cheapest.

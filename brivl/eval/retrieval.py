@@ -44,3 +44,35 @@ def retrieval_metrics(model, pairs: Sequence[Pair], batch_size: int = 32) -> dic
     """Recall@1/5/10 (image->text and text->image) and Recall@SUM of a model on held-out pairs."""
     img, txt = embed_pairs(model, pairs, batch_size)
     return recall_at_k(img @ txt.T)
+
+
+def recall_at_k_multi(sim: Tensor, caption_image: Sequence[int] | Tensor,
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K (in %) of an [n_images, n_captions] similarity matrix where images may have several captions.
+
+    `caption_image[j]` is the image caption j describes. Image->text: an image is a hit at K when any of its captions
+    ranks within the top K texts (its best caption's rank: the number of other images' captions scoring strictly
+    higher). Text->image: each caption is a hit at K when its own image ranks within the top K images. With one
+    caption per image in order this equals `recall_at_k`.
+    """
+    owner = torch.as_tensor(caption_image, device=sim.device, dtype=torch.long)
+    if sim.dim() != 2 or owner.shape != (sim.shape[1],):
+        raise ValueError(f"expected an [images, captions] similarity matrix and one image index per caption, got "
+                         f"{tuple(sim.shape)} and {tuple(owner.shape)}")
+    n_img = sim.shape[0]
+    if owner.numel() and (owner.min() < 0 or owner.max() >= n_img):
+        raise ValueError("caption_image holds an image index outside the similarity matrix")
+    own = owner[None, :] == torch.arange(n_img, device=sim.device)[:, None]  # [images, captions]
+    if not own.any(dim=1).all():
+        raise ValueError("every image needs at least one caption")
+    best = sim.masked_fill(~own, float("-inf")).max(dim=1).values  # score of each image's best caption
+    i2t_rank = ((sim > best[:, None]) & ~own).sum(dim=1)
+    pos = sim[owner, torch.arange(sim.shape[1], device=sim.device)]  # each caption's score with its own image
+    t2i_rank = (sim > pos[None, :]).sum(dim=0)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).float().mean().item()
+    for k in ks:
+        out[f"t2i_R@{k}"] = 100.0 * (t2i_rank < k).float().mean().item()
+    out["R@SUM"] = sum(out.values())
+    return out

@@ -36,7 +36,8 @@ def synthesized_eval_images(classes: list[int], size: int = 128, steps: int = 12
     out = []
     chunks = [classes[i:i + 16] for i in range(0, len(classes), 16)]
     for b, chunk in enumerate(tqdm(chunks, disable=not progress, desc="synthesising eval images")):
-        out.append(synthesize(teacher, chunk, size=size, steps=steps, seed=seed + b))
+        with torch.enable_grad():  # the synthesis optimises pixels, also when called under no_grad
+            out.append(synthesize(teacher, chunk, size=size, steps=steps, seed=seed + b))
     images = torch.cat(out)
     return F.interpolate(images, size=(224, 224), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 

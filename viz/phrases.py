@@ -1,0 +1,594 @@
+"""Phrase retrieval (the paper's Fig. 5c): embed a phrase list once into an on-disk index, query it by cosine,
+and map a query with its top-k phrases in 2-D with UMAP.
+
+The default phrase list is jieba's dictionary (`dict.txt` inside the jieba package: 349,046 lines, 349,045
+distinct phrases; the paper's copy had 347,728). Any text file with one phrase per line works too.
+
+An index is a folder:
+
+    meta.json                the fingerprint (model + phrases + shard size), counts, settings, `complete`
+    phrases.txt              the phrases, one per line, in source order (row i of the matrix is line i)
+    embeddings.safetensors   float16 [n, d], L2-normalised text embeddings, in the same order
+    shards/                  only while building: float16 shards in length-sorted order, written atomically
+
+The model fingerprint hashes the model's class, config and text-tower weights (see `model_fingerprint`); the
+phrase fingerprint hashes the phrase list. An index whose fingerprint differs is stale: `build_index` rebuilds it,
+`PhraseIndex.open(folder, model)` refuses it. Building sorts the phrases by length (less padding per batch), shows a
+tqdm bar, reports each shard to a callback, and resumes after an interruption: finished shards are kept and
+skipped, so only the missing ones are computed.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from brivl.checkpoint import atomic_write_bytes, save_safetensors
+from brivl.twotower import TwoTower
+
+FORMAT = "brivl-phrase-index/1"
+JIEBA = "jieba"
+META, PHRASES, MATRIX, SHARDS = "meta.json", "phrases.txt", "embeddings.safetensors", "shards"
+DEFAULT_BATCH = 256
+DEFAULT_SHARD = 16384
+FIG5C_QUERIES = ("运动", "汽车")  # "sports" and "automobile" (Fig. 5c)
+FIG5C_ENGLISH = {"运动": "sports", "汽车": "automobile"}
+
+
+class PhraseIndexError(ValueError):
+    """A phrase list or index folder that cannot be used; the message says which and why."""
+
+
+class StaleIndexError(PhraseIndexError):
+    """An index built with another model or another phrase list."""
+
+
+# --- phrase lists ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PhraseList:
+    """Phrases (distinct, in source order), where they came from, and their hash."""
+
+    phrases: list[str]
+    source: str
+    sha256: str
+
+
+def jieba_dict_path() -> Path:
+    """jieba's dictionary file (word frequency tag per line) inside the installed package."""
+    try:
+        import jieba
+    except ImportError:
+        raise PhraseIndexError("the default phrase list is jieba's dictionary, but jieba is not installed "
+                               "(pip install jieba), or give a phrase file") from None
+    path = Path(jieba.__file__).parent / "dict.txt"
+    if not path.is_file():
+        raise PhraseIndexError(f"{path}: jieba's dictionary is missing from the installed package")
+    return path
+
+
+def phrases_sha256(phrases: Sequence[str]) -> str:
+    """Hash of a phrase list (order matters)."""
+    return hashlib.sha256("\n".join(phrases).encode("utf-8")).hexdigest()
+
+
+def read_phrases(source: str | Path | Sequence[str] | None = None, limit: int | None = None) -> PhraseList:
+    """A phrase list: jieba's dictionary (None or 'jieba', its first column), a file (one phrase per line), or a list.
+
+    Blank lines are skipped and repeats dropped (first one kept); `limit` keeps the first N.
+    """
+    if limit is not None and limit < 1:
+        raise PhraseIndexError(f"--limit must be at least 1, got {limit}")
+    if source is None or (isinstance(source, str) and source == JIEBA):
+        path = jieba_dict_path()
+        raw = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            label = f"jieba {version('jieba')} dict.txt"
+        except PackageNotFoundError:
+            label = f"jieba {path}"
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise PhraseIndexError(f"{path}: no such phrase file (one phrase per line), and not 'jieba'")
+        raw = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+        label = str(path)
+    else:
+        raw = [str(p).strip() for p in source]
+        if any("\n" in p for p in raw):
+            raise PhraseIndexError("a phrase holds a line break; phrases are single lines")
+        label = "list"
+    phrases = list(dict.fromkeys(p for p in raw if p))
+    if limit is not None:
+        phrases = phrases[:limit]
+    if not phrases:
+        raise PhraseIndexError(f"{label}: no phrases (the list is empty or only blank lines)")
+    return PhraseList(phrases, label, phrases_sha256(phrases))
+
+
+# --- model fingerprints ----------------------------------------------------------------------------------------
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def _hash_state(module: nn.Module) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for key, value in module.state_dict().items():
+        h.update(key.encode() + str(tuple(value.shape)).encode() + str(value.dtype).encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(model: TwoTower) -> str:
+    """A hash of what decides a model's text embeddings: class, config, tokenizer and text-tower weights.
+
+    A model may describe itself with `fingerprint_parts()`; the weights hashed are `model.textencoder`'s when it has
+    one (BriVL), else the whole module's, unless the parts already hold `text_weights`. Cached per model object
+    until any of its tensors changes (their in-place version counters and storages are part of the cache key).
+    """
+    tensors = list(itertools.chain(model.parameters(), model.buffers())) if isinstance(model, nn.Module) else []
+    version = tuple((t.data_ptr(), t._version) for t in tensors)
+    if isinstance(model, nn.Module) and model in _FINGERPRINTS and _FINGERPRINTS[model][0] == version:
+        return _FINGERPRINTS[model][1]
+    parts: dict = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    if hasattr(model, "fingerprint_parts"):
+        parts.update(model.fingerprint_parts())
+    else:
+        cfg = getattr(model, "config", None)
+        parts["config"] = cfg.to_dict() if hasattr(cfg, "to_dict") else repr(cfg)
+    tok = getattr(model, "tokenizer", None) or getattr(getattr(model, "brivl", None), "tokenizer", None)
+    if tok is not None:
+        parts["tokenizer"] = [type(tok).__name__, len(tok) if hasattr(tok, "__len__") else None]
+    if "text_weights" not in parts and isinstance(model, nn.Module):
+        text = getattr(model, "textencoder", None)
+        parts["text_weights"] = _hash_state(text if isinstance(text, nn.Module) else model)
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    if isinstance(model, nn.Module):
+        _FINGERPRINTS[model] = (version, digest)
+    return digest
+
+
+def index_key(model_fp: str, phrases_sha: str, shard_size: int) -> str:
+    """The fingerprint of an index: its model, its phrases and its shard size."""
+    return hashlib.sha256(f"{FORMAT}|{model_fp}|{phrases_sha}|{shard_size}".encode()).hexdigest()
+
+
+def default_index_root() -> Path:
+    """Where indexes go unless told: $BRIVL_CACHE/phrase-index (default ~/.cache/brivl/phrase-index)."""
+    return Path(os.environ.get("BRIVL_CACHE") or Path.home() / ".cache" / "brivl") / "phrase-index"
+
+
+def default_index_folder(model: TwoTower, phrases: PhraseList, root: str | Path | None = None,
+                         shard_size: int = DEFAULT_SHARD) -> Path:
+    """A folder named by the index fingerprint under root, so two models never share (or thrash) one folder."""
+    key = index_key(model_fingerprint(model), phrases.sha256, shard_size)
+    return Path(root or default_index_root()) / key[:16]
+
+
+# --- the index -------------------------------------------------------------------------------------------------
+
+@dataclass
+class BuildProgress:
+    """One finished shard: `computed` is False when it was already on disk (a resumed build)."""
+
+    shard: int
+    shards: int
+    done: int
+    total: int
+    computed: bool
+    seconds: float
+
+
+@dataclass
+class PhraseIndex:
+    """A phrase list and its float16 embedding matrix [n, d] (row i is phrases[i])."""
+
+    folder: Path
+    phrases: list[str]
+    embeddings: Tensor
+    meta: dict
+
+    @classmethod
+    def open(cls, folder: str | Path, model: TwoTower | None = None) -> "PhraseIndex":
+        """Read a finished index; with a model, refuse it (StaleIndexError) unless it was built with that model."""
+        folder = Path(folder)
+        meta = _read_meta(folder)
+        if meta is None:
+            raise PhraseIndexError(f"{folder}: no phrase index here (no {META}); build one with `brivl phrases build`")
+        if not meta.get("complete") or not (folder / MATRIX).is_file():
+            raise PhraseIndexError(f"{folder}: the index was not finished; run the build again to complete it")
+        if model is not None and meta.get("model_fingerprint") != model_fingerprint(model):
+            raise StaleIndexError(f"{folder}: stale index: built with another model ({meta.get('model')}); "
+                                  f"rebuild it with `brivl phrases build`")
+        phrases = (folder / PHRASES).read_text(encoding="utf-8").split("\n")
+        if phrases_sha256(phrases) != meta.get("phrases_sha256"):
+            raise StaleIndexError(f"{folder}: {PHRASES} does not match the index's phrase fingerprint; rebuild it")
+        from safetensors.torch import load_file
+
+        emb = load_file(str(folder / MATRIX))["embeddings"]
+        if emb.shape[0] != len(phrases):
+            raise PhraseIndexError(f"{folder}: {emb.shape[0]} embeddings for {len(phrases)} phrases; rebuild it")
+        return cls(folder, phrases, emb, meta)
+
+    def __len__(self) -> int:
+        return len(self.phrases)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.embeddings.shape[1])
+
+    def to(self, device: str | torch.device) -> "PhraseIndex":
+        """Move the matrix (float16) to a device, e.g. a GPU for fast queries."""
+        self.embeddings = self.embeddings.to(device)
+        return self
+
+    def search_embeddings(self, queries: Tensor, k: int = 30, chunk: int = 65536) -> tuple[Tensor, Tensor]:
+        """Top-k cosine scores and row indices [m, k] of query embeddings [m, d] (or [d])."""
+        return topk_cosine(self.embeddings, queries, k, chunk)
+
+    @torch.no_grad()
+    def search(self, model: TwoTower, queries: str | Sequence[str], k: int = 30,
+               chunk: int = 65536) -> list[list[tuple[str, float]]]:
+        """Top-k (phrase, cosine) of each query text, best first; the model must be the one the index was built with."""
+        if model_fingerprint(model) != self.meta.get("model_fingerprint"):
+            raise StaleIndexError(f"{self.folder}: this index was built with another model ({self.meta.get('model')})")
+        queries = [queries] if isinstance(queries, str) else list(queries)
+        q = model.encode_text(queries).float()
+        scores, ids = self.search_embeddings(q, k, chunk)
+        return [[(self.phrases[i], s) for i, s in zip(row_i.tolist(), row_s.tolist())]
+                for row_i, row_s in zip(ids, scores)]
+
+
+def topk_cosine(matrix: Tensor, queries: Tensor, k: int = 30, chunk: int = 65536) -> tuple[Tensor, Tensor]:
+    """Top-k cosine scores and row indices [m, k] of unit query vectors [m, d] (or [d]) against a unit-row matrix.
+
+    The product runs over row chunks in the matrix's own dtype (float16: no float32 copy of the matrix is made);
+    each chunk's best 2k+32 candidates are then re-scored in float32, so scores and order are those of an exact
+    float32 search over the stored vectors. Ties go to the lower row index.
+    """
+    d = matrix.shape[1]
+    q = queries.reshape(-1, queries.shape[-1]).to(matrix.device)
+    if q.shape[1] != d:
+        raise PhraseIndexError(f"query dimension {q.shape[1]} does not match the index's {d}")
+    n = matrix.shape[0]
+    k = min(k, n)
+    if k < 1:
+        raise PhraseIndexError(f"k must be at least 1, got {k}")
+    q_low, q32 = q.to(matrix.dtype), q.float()
+    pool = 2 * k + 32
+    candidates = []
+    for start in range(0, n, chunk):
+        block = matrix[start:start + chunk]
+        scores = (block @ q_low.T).T  # [m, c], in the matrix's dtype
+        candidates.append(scores.float().topk(min(pool, block.shape[0]), dim=1).indices + start)
+    cand = torch.cat(candidates, 1)  # [m, P]
+    exact = torch.einsum("md,mpd->mp", q32, matrix[cand].float())  # float32 re-scoring of the candidates
+    order = torch.argsort(cand, dim=1)  # by row index, then (stable) by score: ties go to the lower index
+    cand, exact = cand.gather(1, order), exact.gather(1, order)
+    order = torch.argsort(-exact, dim=1, stable=True)[:, :k]
+    return exact.gather(1, order).cpu(), cand.gather(1, order).cpu()
+
+
+def _read_meta(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / META).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    atomic_write_bytes(folder / META, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _shard_path(folder: Path, s: int) -> Path:
+    return folder / SHARDS / f"shard-{s:05d}.safetensors"
+
+
+def _read_shard(path: Path, key: str, n: int) -> Tensor | None:
+    """A finished shard of this build, or None (absent, from another build, damaged)."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("key") != key:
+                return None
+            emb = f.get_tensor("embeddings")
+    except Exception:  # noqa: BLE001 - any unreadable shard is recomputed
+        return None
+    return emb if emb.shape[0] == n else None
+
+
+def _clear(folder: Path) -> None:
+    shutil.rmtree(folder / SHARDS, ignore_errors=True)
+    for name in (MATRIX, PHRASES, META):
+        (folder / name).unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def build_index(model: TwoTower, folder: str | Path, phrases: PhraseList | str | Path | Sequence[str] | None = None,
+                *, batch_size: int = DEFAULT_BATCH, shard_size: int = DEFAULT_SHARD, model_name: str | None = None,
+                progress: bool | None = None, callback: Callable[[BuildProgress], None] | None = None) -> PhraseIndex:
+    """Embed a phrase list into an index folder, or reuse the finished index there if its fingerprint matches.
+
+    A stale index (another model, phrase list or shard size) is deleted and rebuilt, with a warning. An unfinished
+    build of the same fingerprint resumes: shards already written are read back, not recomputed. `callback`
+    gets a BuildProgress after every shard (raising in it stops the build; the shards written so far stay).
+    """
+    if batch_size < 1 or shard_size < 1:
+        raise PhraseIndexError(f"batch and shard sizes must be at least 1, got {batch_size} and {shard_size}")
+    plist = phrases if isinstance(phrases, PhraseList) else read_phrases(phrases)
+    folder = Path(folder)
+    model_fp = model_fingerprint(model)
+    key = index_key(model_fp, plist.sha256, shard_size)
+    meta = _read_meta(folder)
+    if meta is not None and meta.get("key") == key and meta.get("complete") and (folder / MATRIX).is_file():
+        return PhraseIndex.open(folder, model)
+    if meta is not None and meta.get("key") != key:
+        what = [w for w, same in (("model", meta.get("model_fingerprint") == model_fp),
+                                  ("phrases", meta.get("phrases_sha256") == plist.sha256),
+                                  ("shard size", meta.get("shard_size") == shard_size)) if not same]
+        warnings.warn(f"{folder}: stale phrase index (other {', '.join(what) or 'format'}): rebuilding it",
+                      stacklevel=2)
+        _clear(folder)
+    elif meta is None and folder.is_dir() and any(p.name not in (META, PHRASES, MATRIX, SHARDS)
+                                                  and not p.name.startswith(".") for p in folder.iterdir()):
+        raise PhraseIndexError(f"{folder}: the folder holds other files and no phrase index; give an empty or new "
+                               f"folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = plist.phrases
+    n = len(texts)
+    order = sorted(range(n), key=lambda i: (len(texts[i]), i))  # by length: batches of similar lengths pad less
+    shards = (n + shard_size - 1) // shard_size
+    name = model_name or getattr(getattr(model, "config", None), "name", None) or getattr(model, "name", None) \
+        or type(model).__name__
+    meta = {"format": FORMAT, "key": key, "model": name, "model_fingerprint": model_fp, "source": plist.source,
+            "phrases_sha256": plist.sha256, "count": n, "dim": None, "dtype": "float16", "shard_size": shard_size,
+            "shards": shards, "batch_size": batch_size, "order": "source (built in length-sorted shards)",
+            "complete": False, "torch": torch.__version__}
+    atomic_write_bytes(folder / PHRASES, "\n".join(texts).encode("utf-8"))
+    _write_meta(folder, meta)
+    was_training = isinstance(model, nn.Module) and model.training
+    if was_training:
+        model.eval()  # dropout off while embedding; restored below
+    try:
+        matrix, computed, seconds = _embed_shards(model, folder, texts, order, key, batch_size, shard_size, progress,
+                                                  callback)
+    finally:
+        if was_training:
+            model.train()
+    meta.update(dim=int(matrix.shape[1]), complete=True, build_seconds=round(seconds, 3), computed=computed,
+                phrases_per_s=round(computed / seconds, 1) if computed and seconds > 0 else None,
+                bytes=(folder / MATRIX).stat().st_size)
+    _write_meta(folder, meta)
+    shutil.rmtree(folder / SHARDS, ignore_errors=True)
+    return PhraseIndex(folder, list(texts), matrix, meta)
+
+
+def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[int], key: str, batch_size: int,
+                  shard_size: int, progress: bool | None,
+                  callback: Callable[[BuildProgress], None] | None) -> tuple[Tensor, int, float]:
+    """Embed (or read back) every shard, then write the matrix in source order; returns it, #computed, seconds."""
+    n = len(texts)
+    shards = (n + shard_size - 1) // shard_size
+    show = sys.stderr.isatty() if progress is None else progress
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    parts: list[Tensor] = []
+    computed = 0
+    with tqdm(total=n, disable=not show, desc="phrase index", unit="phrase", smoothing=0.1) as bar:
+        for s in range(shards):
+            rows = order[s * shard_size:(s + 1) * shard_size]
+            path = _shard_path(folder, s)
+            t_shard = time.perf_counter()
+            emb = _read_shard(path, key, len(rows))
+            fresh = emb is None
+            if fresh:
+                out = []
+                for b in range(0, len(rows), batch_size):
+                    batch = [texts[i] for i in rows[b:b + batch_size]]
+                    out.append(model.encode_text(batch).detach().to("cpu", torch.float16))
+                    bar.update(len(batch))
+                emb = torch.cat(out)
+                save_safetensors({"embeddings": emb}, path, metadata={"key": key, "shard": str(s)})
+                computed += len(rows)
+            else:
+                bar.update(len(rows))
+            parts.append(emb)
+            if callback is not None:
+                callback(BuildProgress(s, shards, min((s + 1) * shard_size, n), n, fresh,
+                                       time.perf_counter() - t_shard))
+    sorted_emb = torch.cat(parts)
+    matrix = torch.empty_like(sorted_emb)
+    matrix[torch.tensor(order)] = sorted_emb
+    save_safetensors({"embeddings": matrix}, folder / MATRIX, metadata={"key": key})
+    return matrix, computed, time.perf_counter() - t0
+
+
+# --- 2-D maps (UMAP) and the figure ------------------------------------------------------------------------
+
+def layout_2d(vectors: np.ndarray | Tensor, method: str = "umap", seed: int = 0, n_neighbors: int = 15,
+              min_dist: float = 0.1) -> tuple[np.ndarray, dict]:
+    """2-D coordinates [n, 2] of unit vectors and the settings used: seeded UMAP (cosine), or PCA.
+
+    UMAP with a random_state runs single-threaded and gives the same layout every time; its first call in a
+    process compiles for ~15 s (numba). PCA is instant and needs no compile.
+    """
+    x = (vectors.detach().float().cpu().numpy() if isinstance(vectors, Tensor) else np.asarray(vectors, np.float32))
+    n = x.shape[0]
+    if method == "pca" or n < 4:
+        centred = x - x.mean(0, keepdims=True)
+        _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+        vt = vt[:2] * np.where(vt[:2].sum(1, keepdims=True) < 0, -1, 1)  # a fixed sign per axis
+        xy = centred @ vt.T
+        if xy.shape[1] < 2:
+            xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+        return xy.astype(np.float32), {"method": "pca"}
+    if method != "umap":
+        raise ValueError(f"unknown layout {method!r}; use 'umap' or 'pca'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba/umap chatter (n_jobs overridden by random_state, ...)
+        import umap
+
+        settings = {"method": "umap", "n_neighbors": min(n_neighbors, n - 1), "min_dist": min_dist,
+                    "metric": "cosine", "random_state": seed, "init": "spectral", "umap": umap.__version__}
+        reducer = umap.UMAP(n_components=2, n_neighbors=settings["n_neighbors"], min_dist=min_dist, metric="cosine",
+                            random_state=seed, init="spectral")
+        try:
+            xy = reducer.fit_transform(x)
+        except (ValueError, TypeError):  # degenerate inputs (e.g. identical vectors): random init still works
+            settings["init"] = "random"
+            xy = umap.UMAP(n_components=2, n_neighbors=settings["n_neighbors"], min_dist=min_dist, metric="cosine",
+                           random_state=seed, init="random").fit_transform(x)
+    return np.asarray(xy, np.float32), settings
+
+
+@dataclass
+class PhraseMap:
+    """One panel: a query, its top-k phrases (best first) with cosine scores, and 2-D coordinates (query first)."""
+
+    model: str
+    query: str
+    phrases: list[str]
+    scores: list[float]
+    xy: np.ndarray
+    layout: dict
+
+
+@torch.no_grad()
+def phrase_map(model: TwoTower, index: PhraseIndex, query: str, k: int = 30, method: str = "umap", seed: int = 0,
+               model_name: str | None = None) -> PhraseMap:
+    """The query and its top-k phrases laid out in 2-D from their embeddings (the query's own is point 0)."""
+    if model_fingerprint(model) != index.meta.get("model_fingerprint"):
+        raise StaleIndexError(f"{index.folder}: this index was built with another model ({index.meta.get('model')})")
+    q = model.encode_text([query]).float().cpu()
+    scores, ids = index.search_embeddings(q, k)
+    vectors = torch.cat([q, index.embeddings[ids[0].to(index.embeddings.device)].float().cpu()])
+    xy, settings = layout_2d(vectors, method, seed)
+    return PhraseMap(model_name or index.meta.get("model", "model"), query, [index.phrases[i] for i in ids[0].tolist()],
+                     scores[0].tolist(), xy, settings)
+
+
+def _label(text: str, rank: int, font, fallback: bool) -> str:
+    from .fonts import covers
+
+    return text if not fallback or covers(font, text) else f"#{rank}"
+
+
+def draw_phrase_maps(maps: Sequence[Sequence[PhraseMap]], path: str | Path, *, title: str | None = None,
+                     english: dict[str, str] | None = None, dpi: int = 150) -> dict:
+    """Draw rows x columns of phrase maps (rows: queries, columns: models) into a PNG; returns font information.
+
+    Labels use a CJK font when one is installed (`viz.fonts.find_cjk_font`); without one, labels the default font
+    cannot draw become their rank ('#3') and a warning says which package to install.
+    """
+    from matplotlib.figure import Figure
+
+    from .fonts import INSTALL_HINT, default_font, find_cjk_font
+
+    cjk = find_cjk_font()
+    font = cjk or default_font()
+    texts = [m.query for row in maps for m in row] + [p for row in maps for m in row for p in m.phrases]
+    fallback = cjk is None
+    stand_ins = fallback and any(not _covers(font, t) for t in texts)
+    warning = None
+    if stand_ins:
+        warning = (f"no CJK font found: labels {font.name} cannot draw are shown as their rank (#k) and listed in the "
+                   f"JSON; {INSTALL_HINT}")
+        warnings.warn(warning, stacklevel=2)
+    rows, cols = len(maps), max(len(r) for r in maps)
+    fig = Figure(figsize=(5.2 * cols, 4.8 * rows), dpi=dpi, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    small, big = font.properties(7), font.properties(9)
+    for r, row in enumerate(maps):
+        for c in range(cols):
+            ax = axes[r][c]
+            if c >= len(row):
+                ax.axis("off")
+                continue
+            m = row[c]
+            xy = m.xy
+            sc = ax.scatter(xy[1:, 0], xy[1:, 1], c=m.scores, cmap="viridis", s=22, zorder=2)
+            ax.scatter(xy[:1, 0], xy[:1, 1], marker="*", s=220, c="crimson", edgecolors="k", linewidths=0.5, zorder=3)
+            star = m.query if not fallback or _covers(font, m.query) else (english or {}).get(m.query, "query")
+            ax.annotate(star, xy[0], xytext=(5, 5), textcoords="offset points",
+                        fontproperties=font.properties(11), color="crimson", weight="bold", zorder=4)
+            for rank, (phrase, point) in enumerate(zip(m.phrases, xy[1:]), 1):
+                ax.annotate(_label(phrase, rank, font, fallback), point, xytext=(3, 2), textcoords="offset points",
+                            fontproperties=small, zorder=4)
+            gloss = english.get(m.query) if english else None
+            shown = m.query if not fallback or _covers(font, m.query) else None
+            query = " ".join(x for x in (shown and f"\u201c{shown}\u201d", gloss and f"({gloss})") if x) or "query"
+            ax.set_title(f"{_label(m.model, 0, font, fallback)}: {query}, top-{len(m.phrases)}", fontproperties=big)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.margins(0.12)
+            fig.colorbar(sc, ax=ax, shrink=0.6, label="cosine")
+    if title:
+        fig.suptitle(title, fontproperties=font.properties(11))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    tmp.replace(path)
+    return {"font": {"name": font.name, "path": font.path, "cjk": cjk is not None},
+            "font_warning": warning, "stand_in_labels": stand_ins}
+
+
+def _covers(font, text: str) -> bool:
+    from .fonts import covers
+
+    return covers(font, text)
+
+
+def fig5c(models: Sequence[tuple[str, TwoTower, PhraseIndex]], out: str | Path, *,
+          queries: Sequence[str] = FIG5C_QUERIES, k: int = 30, seed: int = 0, layout: str = "umap",
+          english: dict[str, str] | None = None) -> dict:
+    """Fig. 5c: top-k phrase retrieval of each query with each model, UMAP maps side by side (PNG + JSON).
+
+    `models` are (label, model, its index) columns; in the paper, RoBERTa-large and BriVL w/ RoBERTa-large on jieba's
+    phrases, queries "sports" and "automobile" (运动, 汽车). Writes out/fig5c.png and out/fig5c.json.
+    """
+    if not models:
+        raise ValueError("fig5c needs at least one model")
+    out = Path(out)
+    t0 = time.perf_counter()
+    maps = [[phrase_map(m, idx, q, k, layout, seed, label) for label, m, idx in models] for q in queries]
+    png = out / "fig5c.png"
+    english = FIG5C_ENGLISH if english is None else english
+    fonts = draw_phrase_maps(maps, png, english=english,
+                             title=f"Top-{k} phrase retrieval ({models[0][2].meta.get('source')}, "
+                                   f"{len(models[0][2]):,} phrases), {maps[0][0].layout['method'].upper()}")
+    info = {
+        "figure": "fig5c", "queries": list(queries), "english": {q: english.get(q) for q in queries}, "k": k,
+        "seed": seed, "layout": maps[0][0].layout, **fonts,
+        "indexes": [{"model": label, "folder": str(idx.folder), "source": idx.meta.get("source"), "count": len(idx),
+                     "dim": idx.dim, "model_fingerprint": idx.meta.get("model_fingerprint"),
+                     "build_seconds": idx.meta.get("build_seconds")} for label, _, idx in models],
+        "panels": [{"model": m.model, "query": m.query, "query_xy": [float(v) for v in m.xy[0]],
+                    "top": [{"rank": r, "phrase": p, "cosine": round(s, 5), "xy": [float(v) for v in xy]}
+                            for r, (p, s, xy) in enumerate(zip(m.phrases, m.scores, m.xy[1:]), 1)]}
+                   for row in maps for m in row],
+        "time_s": round(time.perf_counter() - t0, 3), "torch": torch.__version__, "files": {"png": png.name},
+    }
+    from .figures import write_json
+
+    write_json(info, out / "fig5c.json")
+    return info
