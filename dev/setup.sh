@@ -8,6 +8,16 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $($py --version)" >&2
   "$py" -m venv .venv
 fi
+# A CJK font for Chinese labels in figures (Fig. 5c); Debian's apt, only where none is installed.
+if command -v fc-list >/dev/null 2>&1 && [ -z "$(fc-list :lang=zh 2>/dev/null)" ] && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing a CJK font (fonts-wqy-zenhei) for Chinese figure labels" >&2
+    (apt-get install -y -q fonts-wqy-zenhei >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-wqy-zenhei >/dev/null 2>&1; }) \
+      || echo "warning: could not install fonts-wqy-zenhei; Chinese figure labels will be replaced by ranks" >&2
+  else
+    echo "note: no CJK font found; install fonts-wqy-zenhei (or set BRIVL_CJK_FONT) for Chinese figure labels" >&2
+  fi
+fi
 stamp=.venv/.brivl-installed
 want=$(cat pyproject.toml dev/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
