@@ -11,6 +11,17 @@ from ..data import Pair
 from ..images import load_images
 
 
+def _recalls(i2t_rank: Tensor, t2i_rank: Tensor, ks: Sequence[int]) -> dict[str, float]:
+    """Recall@K (in %) in both directions from the 0-based rank of each query's true partner, and their sum."""
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).float().mean().item()
+    for k in ks:
+        out[f"t2i_R@{k}"] = 100.0 * (t2i_rank < k).float().mean().item()
+    out["R@SUM"] = sum(out.values())
+    return out
+
+
 def recall_at_k(sim: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Recall@K (in %) of an [n, n] image x text similarity matrix whose pair i is image i with text i."""
     if sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
@@ -20,13 +31,7 @@ def recall_at_k(sim: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]
     # Rank of the true partner: how many candidates score strictly higher.
     i2t_rank = (sim > sim[truth, truth][:, None]).sum(dim=1)
     t2i_rank = (sim.T > sim[truth, truth][:, None]).sum(dim=1)
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).float().mean().item()
-    for k in ks:
-        out[f"t2i_R@{k}"] = 100.0 * (t2i_rank < k).float().mean().item()
-    out["R@SUM"] = sum(out.values())
-    return out
+    return _recalls(i2t_rank, t2i_rank, ks)
 
 
 @torch.no_grad()
@@ -69,10 +74,4 @@ def recall_at_k_multi(sim: Tensor, caption_image: Sequence[int] | Tensor,
     i2t_rank = ((sim > best[:, None]) & ~own).sum(dim=1)
     pos = sim[owner, torch.arange(sim.shape[1], device=sim.device)]  # each caption's score with its own image
     t2i_rank = (sim > pos[None, :]).sum(dim=0)
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"i2t_R@{k}"] = 100.0 * (i2t_rank < k).float().mean().item()
-    for k in ks:
-        out[f"t2i_R@{k}"] = 100.0 * (t2i_rank < k).float().mean().item()
-    out["R@SUM"] = sum(out.values())
-    return out
+    return _recalls(i2t_rank, t2i_rank, ks)
