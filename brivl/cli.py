@@ -578,12 +578,12 @@ def cmd_phrases(args: argparse.Namespace) -> int:
             for rank, (p, c) in enumerate(h, 1):
                 print(f"{rank:4d}  {c:+.4f}  {p}")
     if args.plot:
-        from viz import phrases as P
+        from viz import phrase_map as M
         from viz.figures import write_json
 
         out = Path(args.plot)
-        maps = [[P.phrase_map(model, index, q, args.k, args.layout, args.seed, label)] for q in args.queries]
-        info = P.draw_phrase_maps(maps, out)
+        maps = [[M.phrase_map(model, index, q, args.k, args.layout, args.seed, label)] for q in args.queries]
+        info = M.draw_phrase_maps(maps, out)
         write_json({"queries": args.queries, "k": args.k, "layout": maps[0][0].layout, **info,
                     "panels": [{"query": m.query, "top": m.phrases, "cosine": m.scores} for r in maps for m in r]},
                    out.with_suffix(".json"))
@@ -593,13 +593,14 @@ def cmd_phrases(args: argparse.Namespace) -> int:
 
 def _fig5c(args: argparse.Namespace) -> int:
     """Fig. 5c with one model and its comparison."""
+    from viz import phrase_map as M
     from viz import phrases as P
 
     from .inputs import InputError
 
     args.backbone = False
     _check_phrase_args(args)
-    queries = args.queries or list(P.FIG5C_QUERIES)
+    queries = args.queries or list(M.FIG5C_QUERIES)
     for q in queries:
         _check_text(q, "a query")
     model = _load(args)
@@ -618,7 +619,7 @@ def _fig5c(args: argparse.Namespace) -> int:
         plist = P.read_phrases(args.phrases, args.limit)
         root, args.index = args.index, None  # one index per model, in folders named by fingerprint under root
         built = [(label, m, _phrase_index(args, m, label, plist=plist, root=root)) for label, m in columns]
-        info = P.fig5c(built, args.out, queries=queries, k=args.k, seed=args.seed, layout=args.layout)
+        info = M.fig5c(built, args.out, queries=queries, k=args.k, seed=args.seed, layout=args.layout)
     except _phrase_errors() as e:
         raise InputError(str(e)) from None
     font = info["font"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from brivl.cli import main
+from viz import phrase_map as M
 from viz import phrases as P
 
 WORDS = ("sports football basketball tennis soccer golf hockey rugby swimming running cycling boxing skiing stadium "
@@ -166,11 +167,11 @@ def test_fonts_found_or_a_clear_fallback(tmp_path, monkeypatch):
     font = fonts.find_cjk_font()
     if font is not None:  # an installed CJK font must really draw the probe characters
         assert fonts.covers(font, "运动汽车")
-    maps = [[P.PhraseMap("m", "运动", ["足球", "汽车"], [0.9, 0.8], np.array([[0, 0], [1, 0], [0, 1]], np.float32),
+    maps = [[M.PhraseMap("m", "运动", ["足球", "汽车"], [0.9, 0.8], np.array([[0, 0], [1, 0], [0, 1]], np.float32),
                          {"method": "pca"})]]
     monkeypatch.setattr(fonts, "find_cjk_font", lambda: None)
     with pytest.warns(UserWarning, match="fonts-noto-cjk"):
-        info = P.draw_phrase_maps(maps, tmp_path / "map.png", english={"运动": "sports"})
+        info = M.draw_phrase_maps(maps, tmp_path / "map.png", english={"运动": "sports"})
     assert info["font"]["cjk"] is False and info["stand_in_labels"] and (tmp_path / "map.png").is_file()
     assert "DejaVu" in info["font"]["name"]
     assert fonts.covers(info["font"]["path"], "abc") and not fonts.covers(info["font"]["path"], "运动")
@@ -179,8 +180,8 @@ def test_fonts_found_or_a_clear_fallback(tmp_path, monkeypatch):
 def test_pca_layout_is_deterministic():
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(31, 16, generator=g), dim=-1)
-    a, settings = P.layout_2d(x, "pca")
-    b, _ = P.layout_2d(x, "pca")
+    a, settings = M.layout_2d(x, "pca")
+    b, _ = M.layout_2d(x, "pca")
     assert a.shape == (31, 2) and np.array_equal(a, b) and settings == {"method": "pca"}
 
 
@@ -189,9 +190,9 @@ def test_umap_layout_is_seeded():
     """UMAP's first call compiles (~15-30 s): the one test that pays it."""
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(31, 16, generator=g), dim=-1)
-    a, settings = P.layout_2d(x, "umap", seed=3)
-    b, _ = P.layout_2d(x, "umap", seed=3)
-    c, _ = P.layout_2d(x, "umap", seed=4)
+    a, settings = M.layout_2d(x, "umap", seed=3)
+    b, _ = M.layout_2d(x, "umap", seed=3)
+    c, _ = M.layout_2d(x, "umap", seed=4)
     assert a.shape == (31, 2) and np.array_equal(a, b) and not np.array_equal(a, c)
     assert settings["method"] == "umap" and settings["random_state"] == 3 and settings["n_neighbors"] == 15
 
