@@ -44,8 +44,10 @@ def build_feature_cache(model, source: str | Path, out: str | Path, views: int =
                         labels: list[list[str]] | None = None) -> Path:
     """Write box means of `views` augmented views of every image, and text hidden states, to `out` (resumable).
 
-    For distillation, `teacher(pixels in [0, 1]) -> logits [n, C]` is stored for every view, and `labels`
-    (C lists of prompts, the same number for every class) are cached as text hidden states.
+    For distillation, `teacher(feature map) -> logits [n, C]` is stored for every view: it receives the image
+    tower's CNN map [n, C', h, w] (`imgencoder.feature_map`), so a classifier head on the same backbone (e.g.
+    `imgencoder.backbone.forward_head`) costs no second forward pass. `labels` (C lists of prompts, the same
+    number for every class) are cached as text hidden states.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,10 +78,10 @@ def build_feature_cache(model, source: str | Path, out: str | Path, views: int =
             per_view, per_view_logits = [], []
             for view in range(views):
                 items = [dataset.get(i, view) for i in idx]
-                pixels = torch.stack([im for im, _ in items])
-                per_view.append(model.imgencoder.box_means(pixels).half())
+                fmap = model.imgencoder.feature_map(torch.stack([im for im, _ in items]))
+                per_view.append(model.imgencoder.box_means(feature_map=fmap).half())
                 if teacher is not None:
-                    per_view_logits.append(teacher(pixels).float())
+                    per_view_logits.append(teacher(fmap).float())
                 if view == 0:
                     text_ids += [text_index[t] for _, t in items]
             means.append(torch.stack(per_view, dim=1))  # [b, views, 37, C]

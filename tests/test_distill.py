@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import brivl
 from brivl.config import ConfigError
-from brivl.data import Augment
+from brivl.data import Augment, PairDataset, read_pairs
 from brivl.feature_cache import FeatureCacheDataset, build_feature_cache
 from brivl.loss import distill_loss
 from brivl.toydata import make_toy_pairs
@@ -17,11 +17,9 @@ FROZEN = {"cnn_blocks": [], "text_layers": 0, "fix_bn": True}
 LABELS = [["red", "a red thing"], ["green", "a green thing"], ["blue", "a blue thing"], ["grey", "a grey thing"]]
 
 
-def colour_teacher(pixels: torch.Tensor) -> torch.Tensor:
-    """A stand-in classifier: logits from the mean red, green, blue and greyness of the image."""
-    m = pixels.mean(dim=(2, 3))
-    grey = 1 - (m.max(1).values - m.min(1).values)
-    return 8 * torch.cat([m, grey[:, None]], 1)
+def map_teacher(feature_map: torch.Tensor) -> torch.Tensor:
+    """A stand-in classifier head on the image tower's CNN map: logits from the mean of its first 4 channels."""
+    return 8 * feature_map[:, :4].mean(dim=(2, 3))
 
 
 def test_distill_loss_is_the_kl_divergence_by_hand():
@@ -57,16 +55,21 @@ def taught_cache(tmp_path_factory):
     manifest = make_toy_pairs(root / "toy", 48, size=64, seed=5)
     model = brivl.load("tiny")
     folder = build_feature_cache(model, manifest, root / "cache", views=2, batch_size=16, progress=False,
-                                 augment=Augment(crop_scale=(0.5, 1.0)), teacher=colour_teacher, labels=LABELS)
+                                 augment=Augment(crop_scale=(0.5, 1.0)), teacher=map_teacher, labels=LABELS)
     return manifest, folder
 
 
 @pytest.mark.slow
 def test_cache_stores_teacher_logits_of_each_view_and_label_prompts(taught_cache):
-    _, folder = taught_cache
+    manifest, folder = taught_cache
     model = brivl.load("tiny")
     ds = FeatureCacheDataset(folder, model)
     assert ds.teacher_logits.shape == (48, 2, 4) and ds.label_shape == [4, 2]
+    live = PairDataset(read_pairs(manifest), model.image_size, Augment(crop_scale=(0.5, 1.0)), seed=0)
+    pixels, _ = live.get(7, 1)
+    with torch.no_grad():
+        want_logits = map_teacher(model.imgencoder.feature_map(pixels[None]))[0]
+    assert torch.allclose(ds.teacher_logits[7, 1].float(), want_logits, atol=2e-2, rtol=1e-2)  # stored as fp16
     hidden, mask = ds.labels(torch.tensor([2, 0]), torch.tensor([1, 0]))
     with torch.no_grad():
         tok = model.tokenize(["a blue thing", "red"])

@@ -332,3 +332,13 @@ def test_loading_tiny_leaves_the_callers_rng_alone():
     torch.manual_seed(999)
     brivl.load("tiny")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_only_texts_longer_than_max_len_count_as_truncated(model):
+    tok = model.tokenizer
+    n = next(k for k in range(1, 64) if len(tok(LONG_SENTENCE[:k])["input_ids"]) == 32)  # fills max_len exactly
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = model.tokenize([LONG_SENTENCE[:n], "short", LONG_SENTENCE[:n + 1], LONG_SENTENCE * 3], warn=False)
+    assert int(out["truncated"]) == 2 and out["input_ids"].shape == (4, 32)
+    assert out["attention_mask"].sum(1).tolist() == [32, len(tok("short")["input_ids"]), 32, 32]

