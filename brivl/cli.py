@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", help="override the work folder")
     p.add_argument("--out", help="override where the heads are written")
 
+    p = sub.add_parser("build-vqgan", help="train the embedded VQGAN (vqgan-lite) on offline images (resumable)")
+    p.add_argument("--config", default=None, help="a YAML build config (default: configs/build-vqgan.yaml's "
+                                                   "values, built in)")
+    p.add_argument("--work", help="override the work folder")
+    p.add_argument("--out", help="override where the VQGAN is written")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+
     p = sub.add_parser("imagine", help="network visualisation: an image the model matches to a text (PNG + JSON)")
     _model_arg(p)
     p.add_argument("text", help="the text to imagine")
@@ -390,6 +397,21 @@ def cmd_build_default(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_vqgan(args: argparse.Namespace) -> int:
+    """Train, export and measure the embedded VQGAN."""
+    import logging
+
+    from viz.vqgan_train import VQGANBuildConfig, build_vqgan
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = VQGANBuildConfig.load(args.config) if args.config else VQGANBuildConfig()
+    for key in ("work", "out", "steps"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    print(json.dumps(build_vqgan(cfg, progress=sys.stderr.isatty())))
+    return 0
+
+
 def cmd_make_toy_data(args: argparse.Namespace) -> int:
     """Write the toy captioned-shapes data set."""
     from .toydata import make_toy_pairs
@@ -687,7 +709,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 COMMANDS = {"info": cmd_info, "encode-text": cmd_encode_text, "encode-image": cmd_encode_image,
             "similarity": cmd_similarity, "convert": cmd_convert, "train": cmd_train,
-            "make-toy-data": cmd_make_toy_data, "build-default": cmd_build_default, "imagine": cmd_imagine,
+            "make-toy-data": cmd_make_toy_data, "build-default": cmd_build_default, "build-vqgan": cmd_build_vqgan, "imagine": cmd_imagine,
             "neuron": cmd_neuron, "figures": cmd_figures, "phrases": cmd_phrases, "eval": cmd_eval}
 
 if __name__ == "__main__":
