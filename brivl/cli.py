@@ -115,7 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     _render_args(p)
 
     p = sub.add_parser("figures", help="regenerate the paper's figures")
-    figures = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
+    p.add_argument("--all", action="store_true", help="regenerate every figure the toolkit covers (2a-d, 3, 4c, 5c, "
+                                                      "the S2a-style table) plus index.html; options below")
+    p.add_argument("--out", dest="all_out", help="with --all: the folder for every figure and index.html")
+    p.add_argument("--model", dest="all_model", default="brivl-lite", help="with --all: the model (default brivl-lite)")
+    p.add_argument("--device", dest="all_device", default="cpu", help="with --all: torch device (default: cpu)")
+    p.add_argument("--steps", dest="all_steps", type=int, default=256, help="with --all: render steps (default 256)")
+    p.add_argument("--size", dest="all_size", type=int, help="with --all: image side (default: the model's input)")
+    p.add_argument("--seed", dest="all_seed", type=int, default=0, help="with --all: seed (default 0)")
+    p.add_argument("--phrase-limit", dest="all_phrase_limit", type=int,
+                   help="with --all: use only the first N of jieba's phrases for Fig. 5c (default: all)")
+    p.add_argument("--only", dest="all_only", nargs="+", help="with --all: just these (fig2 fig3 fig4c fig5c s2a)")
+    figures = p.add_subparsers(dest="figure", required=False, metavar="FIGURE")
     f = figures.add_parser("fig2", help="Fig. 2: network visualisation (concepts, sentences, 'mountains with'), "
                                         "neurons LLP-108/456/678 under 'forest' and 'mountains'")
     f.add_argument("--model", default="brivl-lite", help="the model (default: brivl-lite)")
@@ -141,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-k", type=int, default=30, help="phrases per query (default 30)")
     f.add_argument("--seed", type=int, default=0, help="UMAP random_state (default 0)")
     f.add_argument("--layout", choices=["umap", "pca"], default="umap", help="2-D layout (default umap)")
+
+    p = sub.add_parser("studio", help="open the Imagine studio (a Gradio page on 127.0.0.1) on brivl-lite")
+    p.add_argument("--model", action="append", dest="models",
+                   help="a model to offer (repeat for several; the first is the default; default: brivl-lite, tiny)")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--steps", type=int, default=64, help="default render steps shown in the page (default 64)")
+    p.add_argument("--size", type=int, default=128, help="default image side shown in the page (default 128)")
+    p.add_argument("--vqgan", default="lite", help="the VQGAN of the VQGAN tab (default: lite, the embedded one)")
+    p.add_argument("--concurrency", type=int, default=8, help="requests served at once (default 8)")
+    p.add_argument("--open", action="store_true", help="open the page in a browser")
 
     p = sub.add_parser("phrases", help="phrase retrieval: embed a phrase list once (jieba's by default), query it")
     phrases = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -512,6 +535,12 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     from .inputs import InputError
 
+    if args.all:
+        from viz.figures_all import run_cli
+
+        return run_cli(args)
+    if args.figure is None:
+        raise InputError("name a figure (e.g. `brivl figures fig2 --out figs/`) or give --all --out DIR")
     if args.figure == "fig5c":
         return _fig5c(args)
     _check_render_args(args)
@@ -523,6 +552,22 @@ def cmd_figures(args: argparse.Namespace) -> int:
     except figures.ChannelError as e:
         raise InputError(f"{e} (set them with --channels)") from None
     print(f"wrote {Path(args.out) / info['files']['grid']} and fig2.json ({info['time_s']:.1f} s)")
+    return 0
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    """Serve the Imagine studio until interrupted."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from .inputs import InputError
+
+    if not 1 <= args.port <= 65535 or args.concurrency < 1:
+        raise InputError(f"--port must be 1-65535 and --concurrency at least 1 (got {args.port}, {args.concurrency})")
+    from app import launch
+
+    models = args.models or ["brivl-lite", "tiny"]
+    print(f"brivl studio: http://{args.host}:{args.port}/ ({models[0]}; Ctrl+C to stop)", file=sys.stderr)
+    launch(models, port=args.port, host=args.host, device=args.device, steps=args.steps, size=args.size,
+           vqgan=args.vqgan, concurrency=args.concurrency, open_browser=args.open)
     return 0
 
 
@@ -710,7 +755,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 COMMANDS = {"info": cmd_info, "encode-text": cmd_encode_text, "encode-image": cmd_encode_image,
             "similarity": cmd_similarity, "convert": cmd_convert, "train": cmd_train,
             "make-toy-data": cmd_make_toy_data, "build-default": cmd_build_default, "build-vqgan": cmd_build_vqgan, "imagine": cmd_imagine,
-            "neuron": cmd_neuron, "figures": cmd_figures, "phrases": cmd_phrases, "eval": cmd_eval}
+            "neuron": cmd_neuron, "figures": cmd_figures, "studio": cmd_studio, "phrases": cmd_phrases, "eval": cmd_eval}
 
 if __name__ == "__main__":
     sys.exit(main())

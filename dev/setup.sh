@@ -18,6 +18,16 @@ if command -v fc-list >/dev/null 2>&1 && [ -z "$(fc-list :lang=zh 2>/dev/null)" 
     echo "note: no CJK font found; install fonts-wqy-zenhei (or set BRIVL_CJK_FONT) for Chinese figure labels" >&2
   fi
 fi
+# Chromium for the studio's browser test (Playwright drives this executable; it cannot download its own browser).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing chromium (Debian) for the studio's browser test" >&2
+    (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
+      || echo "warning: could not install chromium; the studio's browser test will fail" >&2
+  else
+    echo "note: chromium is missing; install it (apt-get install chromium) for the studio's browser test" >&2
+  fi
+fi
 stamp=.venv/.brivl-installed
 want=$(cat pyproject.toml dev/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

@@ -1,0 +1,107 @@
+"""What every tab shares: the model pool, the stop flags, the page's defaults, and the render controls."""
+import threading
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from .models import ModelPool
+from .stream import StopFlags
+
+EXAMPLES_EN = ["mountains with forests", "a red apple on a table", "Every cloud has a silver lining.",
+               "a cyberpunk-styled city at night"]
+EXAMPLES_ZH = ["夕阳下的大海", "雪山下的森林", "城市的夜景", "一只在草地上奔跑的狗"]
+
+
+@dataclass
+class Studio:
+    """The studio's shared state. `steps` and `size` are the defaults shown in the page."""
+
+    pool: ModelPool
+    steps: int = 64
+    size: int = 128
+    vqgan: str = "lite"
+    stops: StopFlags = field(default_factory=StopFlags)
+    _vqgans: dict = field(default_factory=dict)
+    _vqgan_lock: threading.Lock = field(default_factory=threading.Lock)
+    vqgan_render_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def session(self, request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "local"
+
+    def get_vqgan(self, name: str):
+        """A VQGAN by name ('lite' = the embedded one, a folder, or a taming .ckpt), loaded once."""
+        from .errors import StudioInputError
+
+        name = (name or self.vqgan).strip()
+        with self._vqgan_lock:
+            if name not in self._vqgans:
+                try:
+                    from viz.vqgan import VQGANError, load_vqgan
+                except ImportError as e:
+                    raise StudioInputError(f"VQGAN inversion is not available in this installation ({e})") from None
+                try:
+                    self._vqgans[name] = load_vqgan(name, device=self.pool.device)
+                except (VQGANError, FileNotFoundError, ValueError) as e:
+                    raise StudioInputError(f"VQGAN {name!r} cannot be loaded: {e}") from None
+            return self._vqgans[name]
+
+
+def model_choice(studio: Studio, label: str = "Model") -> gr.Dropdown:
+    """A model picker: the studio's models, or type a model folder's path."""
+    return gr.Dropdown(studio.pool.names, value=studio.pool.default, label=label, allow_custom_value=True,
+                       info="brivl-lite is the embedded default; type the path of a local model folder to use it")
+
+
+def render_controls(studio: Studio, params: tuple[str, ...] = ("fft", "pixel"), lr: float = 0.05):
+    """Steps, size, seed, parameterisation, decorrelation and learning rate, in a row."""
+    with gr.Row():
+        steps = gr.Slider(1, 1024, value=studio.steps, step=1, label="Steps", info="more steps, a clearer image")
+        size = gr.Slider(32, 512, value=studio.size, step=8, label="Size (px)")
+        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", info="same seed, same image")
+    with gr.Row():
+        param = gr.Radio(list(params), value=params[0], label="Parameterisation",
+                         info={"fft": "fft: Fourier spectrum (smooth); pixel: raw pixels",
+                               "z": "z: latent codes; logits: a distribution over codes"}[params[0]])
+        decorrelate = gr.Checkbox(value=True, label="Decorrelated colour", visible=params[0] == "fft")
+        lr_box = gr.Number(value=lr, minimum=0.0001, maximum=10, label="Learning rate")
+    return steps, size, seed, param, decorrelate, lr_box
+
+
+def run_stop_buttons(run_label: str = "Run"):
+    with gr.Row():
+        run = gr.Button(run_label, variant="primary", elem_classes=["run-button"])
+        stop = gr.Button("Stop", variant="stop", elem_classes=["stop-button"])
+    return run, stop
+
+
+def wire_stop(studio: Studio, stop: gr.Button, event, api_name: str):
+    """Stop: set the session's stop flags (the render ends at its next step) and cancel the event."""
+    def stop_renders(request: gr.Request):
+        n = studio.stops.stop(studio.session(request))
+        if n:
+            gr.Info("Stopping: the last preview stays in the page.")
+
+    stop.click(stop_renders, None, None, cancels=[event], api_name=api_name, queue=False)
+
+
+class UploadImage(gr.Image):
+    """gr.Image for uploads whose file is handed over as it is when Gradio cannot read it, so the handler's own
+    check (`errors.check_image_file`) says what is wrong in words, instead of a preprocessing trace."""
+
+    def get_block_name(self) -> str:
+        return "image"  # the same widget in the page
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - not an image, damaged, or too large: checked by the handler
+            return getattr(payload, "path", None)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def upload_image(label: str, elem_id: str) -> UploadImage:
+    return UploadImage(label=label, type="filepath", sources=["upload", "clipboard"], height=300, elem_id=elem_id)

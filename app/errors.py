@@ -1,0 +1,157 @@
+"""Input checks for the studio, and one decorator that turns any failure into a readable message in the page.
+
+Every handler is wrapped in `readable`: a bad prompt, upload, folder or model path raises a known error, which
+becomes a `gr.Error` (a message box in the page); the server logs unexpected failures and keeps serving.
+"""
+import functools
+import inspect
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+log = logging.getLogger("brivl.studio")
+
+MAX_SIDE = 512  # pixels of a rendered image: beyond this a CPU render takes minutes per step
+MAX_STEPS = 2000
+MAX_UPLOAD_BYTES = 40 * 2**20
+MAX_UPLOAD_PIXELS = 40_000_000  # about 7000 x 5700; larger images are refused before they are decoded
+MAX_PROMPT_CHARS = 500
+
+
+class StudioInputError(ValueError):
+    """Input the studio cannot use; the message says what is wrong and what to do."""
+
+
+class Stopped(Exception):
+    """The user pressed Stop: the render ends at its next step."""
+
+
+def check_prompt(text: str | None, what: str = "the prompt") -> str:
+    """The prompt, stripped; refuses empty, blank and overly long texts."""
+    text = (text or "").strip()
+    if not text:
+        raise StudioInputError(f"{what} is empty: type a few words, in Chinese or English (e.g. 夕阳下的大海, "
+                               f"'mountains with forests')")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise StudioInputError(f"{what} is {len(text)} characters long; keep it under {MAX_PROMPT_CHARS}")
+    return text
+
+
+def check_render(steps, size, seed, lr=0.05) -> tuple[int, int, int, float]:
+    """steps, size, seed and lr as numbers in range (steps 1..MAX_STEPS, size 32..MAX_SIDE, seed >= 0, lr > 0)."""
+    try:
+        steps, size, seed, lr = int(steps), int(size), int(seed), float(lr)
+    except (TypeError, ValueError):
+        raise StudioInputError("steps, size, seed and learning rate must be numbers") from None
+    if not 1 <= steps <= MAX_STEPS:
+        raise StudioInputError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+    if not 32 <= size <= MAX_SIDE:
+        raise StudioInputError(f"size must be between 32 and {MAX_SIDE} pixels, got {size}")
+    if not 0 <= seed < 2**31:
+        raise StudioInputError(f"seed must be between 0 and {2**31 - 1}, got {seed}")
+    if not 0 < lr <= 10:
+        raise StudioInputError(f"the learning rate must be in (0, 10], got {lr}")
+    return steps, size, seed, lr
+
+
+def check_image_file(path) -> "torch.Tensor":  # noqa: F821 - torch imported lazily
+    """An uploaded image as [3, H, W] in [0, 1]; refuses no upload, non-images, damaged and huge images."""
+    if not path:
+        raise StudioInputError("no image: upload a picture (PNG, JPEG, WebP, ...) first")
+    path = Path(path)
+    if not path.is_file():
+        raise StudioInputError(f"{path.name}: the upload is gone; upload it again")
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise StudioInputError(f"{path.name}: the file is {size / 2**20:.0f} MB; upload an image under "
+                               f"{MAX_UPLOAD_BYTES // 2**20} MB")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:  # reads the header only: the size is known before any pixel is decoded
+            w, h = im.size
+    except UnidentifiedImageError:
+        raise StudioInputError(f"{path.name}: not an image file; upload a PNG, JPEG, WebP, BMP or GIF") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise StudioInputError(f"{path.name}: cannot read this image ({e})") from None
+    if w * h > MAX_UPLOAD_PIXELS:
+        raise StudioInputError(f"{path.name}: the image is {w} x {h} pixels ({w * h / 1e6:.0f} megapixels); "
+                               f"upload one under {MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels")
+    from brivl.images import load_image
+    from brivl.inputs import InputError
+
+    try:
+        return load_image(path)
+    except InputError as e:
+        raise StudioInputError(str(e).replace(str(path), path.name)) from None
+
+
+def check_folder(text: str | None) -> Path:
+    """An existing folder named by the user."""
+    text = (text or "").strip()
+    if not text:
+        raise StudioInputError("no folder given: type the path of a folder of images on this machine")
+    folder = Path(text).expanduser()
+    if not folder.is_dir():
+        raise StudioInputError(f"{folder}: no such folder on this machine")
+    return folder
+
+
+def check_labels(text: str | None) -> list[str]:
+    """Class labels from one per line or comma-separated text; at least two, no repeats."""
+    raw = (text or "").replace("\uff0c", ",").replace("\n", ",").split(",")
+    labels = list(dict.fromkeys(t.strip() for t in raw if t.strip()))
+    if len(labels) < 2:
+        raise StudioInputError("give at least two labels, one per line or separated by commas (e.g. cat, dog, 汽车)")
+    if len(labels) > 200:
+        raise StudioInputError(f"{len(labels)} labels: give at most 200")
+    return labels
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from brivl.checkpoint import CheckpointError
+    from brivl.config import ConfigError
+    from brivl.data import DataError
+    from brivl.hub import ModelNotFoundError
+    from brivl.inputs import InputError
+    from brivl.tokenizer import TokenizerMissingError
+
+    return (StudioInputError, InputError, CheckpointError, ConfigError, ModelNotFoundError, TokenizerMissingError,
+            DataError, ValueError, KeyError, FloatingPointError, FileNotFoundError)
+
+
+def _message(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return text or type(e).__name__
+
+
+def readable(fn):
+    """Wrap a handler (function or generator) so every failure shows as a gr.Error message in the page."""
+    def convert(e: BaseException) -> gr.Error:
+        if isinstance(e, _known_errors()):
+            return gr.Error(_message(e), duration=None)
+        log.exception("studio handler %s failed", fn.__name__)
+        return gr.Error(f"something went wrong ({type(e).__name__}: {_message(e)}); the studio is still running, "
+                        f"try other settings", duration=None)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (gr.Error, Stopped, GeneratorExit):
+                raise
+            except Exception as e:  # noqa: BLE001 - shown to the user, logged when unexpected
+                raise convert(e) from e
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise convert(e) from e
+    return wrapper

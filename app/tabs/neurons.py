@@ -1,0 +1,110 @@
+"""Neurons: maximise one channel of a layer (LLP by default) under an optional text (viz.neuron, Fig. 2d), and
+rank the images of a folder by that channel (viz.neurons.top_activating)."""
+import gradio as gr
+
+import viz
+from viz import neurons as N
+from viz.figures import check_channels
+
+from .. import results
+from ..context import Studio, model_choice, render_controls, result_image, run_stop_buttons, wire_stop
+from ..errors import StudioInputError, check_folder, check_prompt, check_render, readable
+from ..rendering import render_stream
+
+
+def _channel(model, layer: str, channel) -> tuple[str, int]:
+    layer = (layer or "llp").strip()
+    if layer not in model.feature_layers():
+        raise StudioInputError(f"layer {layer!r} is not in this model; pick one of {', '.join(model.feature_layers())}")
+    try:
+        channel = int(channel)
+    except (TypeError, ValueError):
+        raise StudioInputError("the channel must be a whole number, e.g. 108") from None
+    check_channels(model, layer, [channel])  # ChannelError (a ValueError) names the valid range
+    return layer, channel
+
+
+def handlers(studio: Studio):
+    @readable
+    def visualise(model_name: str, layer: str, channel: float, text: str, text_weight: float, steps: float,
+                  size: float, seed: float, param: str, decorrelate: bool, lr: float, request: gr.Request):
+        steps, size, seed, lr = check_render(steps, size, seed, lr)
+        text = check_prompt(text, "the text constraint") if (text or "").strip() else None
+        model = studio.pool.get(model_name)
+        layer, channel = _channel(model, layer, channel)
+        settings = {"model": model_name or studio.pool.default, "layer": layer, "channel": channel, "text": text,
+                    "text_weight": float(text_weight), "steps": steps, "size": size, "seed": seed, "param": param,
+                    "decorrelate": bool(decorrelate), "lr": lr}
+        lock = studio.pool.hook_lock(model_name)
+
+        def run(callback):
+            with lock:  # the channel is read by a forward hook: one hooked render per model at a time
+                return viz.neuron(model, layer, channel, text, text_weight=float(text_weight), steps=steps,
+                                  size=size, seed=seed, param=param, decorrelate=bool(decorrelate), lr=lr,
+                                  callback=callback, every=1, progress=False)
+
+        label = f"{layer}-{channel}" + (f"-{text}" if text else "")
+        yield from render_stream(studio, request, run, settings, "neuron", label, steps)
+
+    @readable
+    def top_images(model_name: str, layer: str, channel: float, folder: str, k: float):
+        root = check_folder(folder)
+        model = studio.pool.get(model_name)
+        layer, channel = _channel(model, layer, channel)
+        k = max(1, min(int(k), 48))
+        with studio.pool.hook_lock(model_name):
+            top = N.top_activating(model, layer, channel, root, k=k)
+        gallery = [(str(p), f"#{i} {s:.3f}  {p.name}") for i, (p, s) in enumerate(zip(top.paths, top.scores), 1)]
+        from brivl.images import load_images
+
+        grid = results.side_by_side([load_images([p], 128)[0] for p in top.paths[:8]])
+        files = results.save("top-images", grid, {"model": model_name or studio.pool.default, "layer": layer,
+                                                  "channel": channel, "folder": str(root), "k": k,
+                                                  "scored": len(top.all_paths),
+                                                  "top": [{"path": str(p), "activation": s}
+                                                          for p, s in zip(top.paths, top.scores)]},
+                             f"{layer}-{channel}")
+        return gallery, f"{len(top.all_paths)} images scored; the strongest {len(top.paths)} shown", files
+    return visualise, top_images
+
+
+def build(studio: Studio) -> None:
+    gr.Markdown("Pick a **neuron** — a channel of a layer; `llp` is the CNN's last layer before pooling (the "
+                "paper's LLP-108, LLP-456, LLP-678). Its visualisation maximises the channel, optionally while the "
+                "image also matches a text. Then see which images of a folder excite it most.")
+    visualise, top_images = handlers(studio)
+    with gr.Row():
+        with gr.Column(scale=1):
+            model = model_choice(studio)
+            layers = list(studio.pool.get(None).feature_layers())
+            with gr.Row():
+                layer = gr.Dropdown(layers, value="llp" if "llp" in layers else layers[0], label="Layer",
+                                    allow_custom_value=True)
+                channel = gr.Number(value=108, precision=0, minimum=0, label="Channel", info="e.g. 108, 456, 678")
+            with gr.Row():
+                text = gr.Textbox(label="Text constraint (optional)", placeholder="e.g. forest, 山脉 — or leave empty")
+                text_weight = gr.Number(value=1.0, label="Text weight")
+            gr.Examples([["forest"], ["mountains"], ["森林"], [""]], [text], label="Constraints")
+            steps, size, seed, param, decorrelate, lr = render_controls(studio)
+            run, stop = run_stop_buttons("Visualise neuron")
+        with gr.Column(scale=1):
+            image = result_image("Neuron visualisation (updates while it runs)", 360)
+            status = gr.Markdown("Press **Visualise neuron** to start.")
+            files = gr.File(label="Download: PNG + settings (JSON)", file_count="multiple", interactive=False)
+    with gr.Row():
+        with gr.Column(scale=1):
+            folder = gr.Textbox(label="Folder of images on this machine", placeholder="/path/to/photos")
+            k = gr.Slider(1, 48, value=8, step=1, label="How many")
+            rank = gr.Button("Find top-activating images")
+        with gr.Column(scale=2):
+            gallery = gr.Gallery(label="Top-activating images (mean activation of the channel)", columns=4,
+                                 height=320)
+            top_status = gr.Markdown()
+            top_files = gr.File(label="Download: contact sheet PNG + ranking (JSON)", file_count="multiple",
+                                interactive=False)
+    event = run.click(visualise, [model, layer, channel, text, text_weight, steps, size, seed, param, decorrelate, lr],
+                      [image, status, files], api_name="neuron")
+    wire_stop(studio, stop, event, "neuron_stop")
+    param.change(lambda p: gr.update(visible=p == "fft"), param, decorrelate, api_name=False, queue=False)
+    rank.click(top_images, [model, layer, channel, folder, k], [gallery, top_status, top_files],
+               api_name="top_images")

@@ -1,0 +1,62 @@
+"""Patches: which of the 37 MSPP patches (a 6x6 grid plus the whole image) match a text, as a heatmap over the
+image (viz.attribution.patch_similarity / patch_heatmap / overlay)."""
+import gradio as gr
+import torch
+import torch.nn.functional as F
+
+from viz import attribution as A
+
+from .. import results
+from ..context import Studio, model_choice, result_image, upload_image
+from ..errors import StudioInputError, check_image_file, check_prompt, readable
+
+SHOW_SIDE = 384  # the overlay's longer side in the page
+
+
+def handler(studio: Studio):
+    @readable
+    def patches(image_path: str, text: str, model_name: str, alpha: float):
+        pixels = check_image_file(image_path)
+        text = check_prompt(text, "the text")
+        model = studio.pool.get(model_name)
+        if not hasattr(model, "patch_embeddings"):
+            raise StudioInputError(f"{model_name} has no patches (patch_embeddings); pick a BriVL model")
+        small = F.interpolate(pixels[None], size=(model.image_size,) * 2, mode="bilinear", align_corners=False,
+                              antialias=True).clamp(0, 1)
+        scores = A.patch_similarity(model, small, text)[0]  # [P]
+        h, w = pixels.shape[-2:]
+        scale = SHOW_SIDE / max(h, w)
+        shown = F.interpolate(pixels[None], size=(max(1, round(h * scale)), max(1, round(w * scale))),
+                              mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+        boxes = A.patch_boxes(model, scores.numel())
+        heat = A.paint_boxes(scores[None].float().cpu(), boxes, tuple(shown.shape[-2:]))[0]
+        picture = A.overlay(shown, heat, alpha=float(alpha), clip=1.0)
+        best = torch.argsort(scores, descending=True)[:5].tolist()
+        rows = [[i, "whole image" if i == scores.numel() - 1 else f"grid {i}", round(float(scores[i]), 4),
+                 [round(float(v), 3) for v in boxes[i].tolist()]] for i in best]
+        settings = {"model": model_name or studio.pool.default, "text": text, "alpha": float(alpha),
+                    "patches": [{"index": i, "box_xyxy": [round(float(v), 4) for v in boxes[i].tolist()],
+                                 "cosine": float(scores[i])} for i in range(scores.numel())]}
+        files = results.save("patches", picture, settings, text)
+        return results.to_array(picture), rows, files
+    return patches
+
+
+def build(studio: Studio) -> None:
+    gr.Markdown("Which **patches** of an image match a text? BriVL embeds 37 patches (a 6\u00d76 grid plus the "
+                "whole image) in the joint space; each grid cell is coloured by its cosine with the text "
+                "(bright = a good match).")
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = upload_image("Image", "patches-image")
+            text = gr.Textbox(label="Text", placeholder="e.g. the sun, 树木, a red roof", elem_id="patches-text")
+            with gr.Row():
+                model = model_choice(studio)
+                alpha = gr.Slider(0.1, 0.9, value=0.55, step=0.05, label="Heatmap opacity")
+            go = gr.Button("Find matching patches", variant="primary", elem_id="patches-run")
+        with gr.Column(scale=1):
+            picture = result_image("Patch heatmap", 360)
+            table = gr.Dataframe(headers=["patch", "where", "cosine", "box (x0, y0, x1, y1)"],
+                                 label="Best five patches", interactive=False)
+            files = gr.File(label="Download: PNG + all 37 scores (JSON)", file_count="multiple", interactive=False)
+    go.click(handler(studio), [image, text, model, alpha], [picture, table, files], api_name="patches")
