@@ -66,6 +66,7 @@ class VQGANConfig:
     embed_dim: int = 256
     n_embed: int = 1024
     quantizer: str = "vq"
+    norm_groups: int = 32  # taming's GroupNorm groups; a narrow model needs fewer (see Normalize)
     name: str = "vqgan"
     extra: dict[str, Any] = field(default_factory=dict)  # provenance (training recipe, PSNR); never read back in
 
@@ -74,9 +75,9 @@ class VQGANConfig:
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
         if self.quantizer not in ("vq", "gumbel"):
             raise VQGANError(f"quantizer must be 'vq' or 'gumbel', got {self.quantizer!r}")
-        if self.ch % 32 or any((self.ch * m) % 32 for m in self.ch_mult):
-            # taming's GroupNorm has 32 groups: every width must divide by 32
-            raise VQGANError(f"ch x ch_mult must be multiples of 32 (GroupNorm with 32 groups), got ch={self.ch}, "
+        g = self.norm_groups
+        if g < 1 or self.ch % g or any((self.ch * m) % g for m in self.ch_mult):
+            raise VQGANError(f"ch x ch_mult must be multiples of norm_groups={g} (GroupNorm), got ch={self.ch}, "
                              f"ch_mult={list(self.ch_mult)}")
         if self.double_z:
             raise VQGANError("double_z=true is a KL autoencoder, not a VQGAN")
@@ -142,9 +143,13 @@ def nonlinearity(x: Tensor) -> Tensor:
     return x * torch.sigmoid(x)
 
 
-def Normalize(in_channels: int) -> nn.GroupNorm:  # taming's name
-    """taming's GroupNorm: 32 groups, eps 1e-6."""
-    return nn.GroupNorm(num_groups=32, num_channels=in_channels, eps=1e-6, affine=True)
+def Normalize(in_channels: int, groups: int = 32) -> nn.GroupNorm:  # taming's name
+    """taming's GroupNorm: 32 groups, eps 1e-6.
+
+    With one channel per group (a 32-wide level) it becomes an instance norm that erases each image's mean colour
+    per channel; a narrow model keeps taming's 4+ channels per group with fewer groups.
+    """
+    return nn.GroupNorm(num_groups=groups, num_channels=in_channels, eps=1e-6, affine=True)
 
 
 class Upsample(nn.Module):
@@ -180,13 +185,13 @@ class ResnetBlock(nn.Module):
     """Norm-swish-conv twice with a (1x1 or 3x3) shortcut when the width changes; no timestep embedding."""
 
     def __init__(self, *, in_channels: int, out_channels: int | None = None, conv_shortcut: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, groups: int = 32):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         self.in_channels, self.out_channels, self.use_conv_shortcut = in_channels, out_channels, conv_shortcut
-        self.norm1 = Normalize(in_channels)
+        self.norm1 = Normalize(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
-        self.norm2 = Normalize(out_channels)
+        self.norm2 = Normalize(out_channels, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
         if in_channels != out_channels:
@@ -206,9 +211,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over the pixels, with 1x1 convs for q, k, v and the output."""
 
-    def __init__(self, in_channels: int):
+    def __init__(self, in_channels: int, groups: int = 32):
         super().__init__()
-        self.norm = Normalize(in_channels)
+        self.norm = Normalize(in_channels, groups)
         self.q = nn.Conv2d(in_channels, in_channels, 1)
         self.k = nn.Conv2d(in_channels, in_channels, 1)
         self.v = nn.Conv2d(in_channels, in_channels, 1)
@@ -227,18 +232,19 @@ def _blocks(cfg: VQGANConfig, block_in: int, block_out: int, n: int, with_attn: 
                                                                                               nn.ModuleList]:
     block, attn = nn.ModuleList(), nn.ModuleList()
     for _ in range(n):
-        block.append(ResnetBlock(in_channels=block_in, out_channels=block_out, dropout=cfg.dropout))
+        block.append(ResnetBlock(in_channels=block_in, out_channels=block_out, dropout=cfg.dropout,
+                                 groups=cfg.norm_groups))
         block_in = block_out
         if with_attn:
-            attn.append(AttnBlock(block_in))
+            attn.append(AttnBlock(block_in, cfg.norm_groups))
     return block, attn
 
 
 def _middle(cfg: VQGANConfig, ch: int) -> nn.Module:
     mid = nn.Module()
-    mid.block_1 = ResnetBlock(in_channels=ch, out_channels=ch, dropout=cfg.dropout)
-    mid.attn_1 = AttnBlock(ch)
-    mid.block_2 = ResnetBlock(in_channels=ch, out_channels=ch, dropout=cfg.dropout)
+    mid.block_1 = ResnetBlock(in_channels=ch, out_channels=ch, dropout=cfg.dropout, groups=cfg.norm_groups)
+    mid.attn_1 = AttnBlock(ch, cfg.norm_groups)
+    mid.block_2 = ResnetBlock(in_channels=ch, out_channels=ch, dropout=cfg.dropout, groups=cfg.norm_groups)
     return mid
 
 
@@ -261,7 +267,7 @@ class Encoder(nn.Module):
             self.down.append(down)
         block_in = cfg.ch * cfg.ch_mult[-1]
         self.mid = _middle(cfg, block_in)
-        self.norm_out = Normalize(block_in)
+        self.norm_out = Normalize(block_in, cfg.norm_groups)
         self.conv_out = nn.Conv2d(block_in, cfg.z_channels, 3, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -298,7 +304,7 @@ class Decoder(nn.Module):
                 up.upsample = Upsample(block_in, cfg.resamp_with_conv)
                 curr_res *= 2
             self.up.insert(0, up)  # prepend: up[0] is the full-resolution level, as in taming's keys
-        self.norm_out = Normalize(block_in)
+        self.norm_out = Normalize(block_in, cfg.norm_groups)
         self.conv_out = nn.Conv2d(block_in, cfg.out_ch, 3, 1, 1)
 
     def forward(self, z: Tensor) -> Tensor:

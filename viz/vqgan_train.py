@@ -30,7 +30,15 @@ from torch import Tensor, nn
 from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
 from brivl.config import ConfigError
 
-from .vqgan import LITE_FOLDER, VQGAN, VQGANConfig, load_vqgan_folder, psnr, save_vqgan
+from .vqgan import (
+    LITE_FOLDER,
+    VQGAN,
+    ResnetBlock,
+    VQGANConfig,
+    load_vqgan_folder,
+    psnr,
+    save_vqgan,
+)
 
 log = logging.getLogger("brivl.build_vqgan")
 CKPT_NAME = "train_state.safetensors"
@@ -47,12 +55,12 @@ class VQGANBuildConfig:
     out: str = ""  # "" = the package's brivl/assets/vqgan-lite
     model: dict[str, Any] = field(default_factory=lambda: {
         "ch": 32, "ch_mult": [1, 2, 2, 4], "num_res_blocks": 1, "attn_resolutions": [], "resolution": 256,
-        "z_channels": 64, "embed_dim": 16, "n_embed": 512})
+        "z_channels": 64, "embed_dim": 16, "n_embed": 512, "norm_groups": 8})
     steps: int = 2800
     batch_size: int = 16
     crop: int = 64  # training crops (px); convolutions make the model work at any multiple of its factor
     min_crop_scale: float = 0.35  # random crops cover this share of the shorter side or more, resized to `crop`
-    lr: float = 1.5e-3
+    lr: float = 2e-3
     warmup_steps: int = 100
     l1_weight: float = 1.0
     mse_weight: float = 1.0
@@ -292,10 +300,16 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
     model = VQGAN(mcfg)
     with torch.no_grad():
         model.codebook.normal_(0, 1)
+        for m in model.modules():
+            if isinstance(m, ResnetBlock):
+                # Residual branches start at zero: each block starts as the identity, so the signal reaches the
+                # output from step one (a deep default-initialised stack learned several times slower here).
+                m.conv2.weight.zero_()
+                m.conv2.bias.zero_()
     model.train()
     ema = EMACodebook(model, cfg.ema_decay, cfg.dead_after)
     model.codebook.requires_grad_(False)  # moved by EMA, not by Adam
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.9))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99))
     g = torch.Generator().manual_seed(cfg.seed)
     step, elapsed = 0, 0.0
     if (work / META_NAME).is_file():

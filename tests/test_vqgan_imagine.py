@@ -1,0 +1,124 @@
+"""VQGAN inversion: the text similarity rises, straight-through paths carry gradients, prompts parse and weigh,
+seeds fix the result, sizes and init images work, and the frozen models are left untouched.
+
+A tiny random-init VQGAN keeps these fast; the `tiny` TwoTower has random weights too, so the tests prove the
+optimiser and its plumbing, not image quality (the cutout augmentations, made for trained models, are off where a
+rise is measured: see tests/test_viz_render.py).
+"""
+import pytest
+import torch
+
+from viz.vqgan import VQGAN, VQGANConfig
+from viz.vqgan_imagine import (
+    MakeCutouts,
+    parse_prompt,
+    prompts,
+    spherical_distance,
+    tokens,
+    vqgan_imagine,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FAST = {"size": 64, "cutn": 2, "augment": False, "cut_size": 64, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def vq():
+    torch.manual_seed(0)
+    model = VQGAN(VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=32,
+                              z_channels=8, embed_dim=8, n_embed=64))
+    with torch.no_grad():
+        model.codebook.normal_()
+    return model.eval().requires_grad_(False)
+
+
+def _cos(model, images, text):
+    with torch.no_grad():
+        return (model.encode_image(images) @ model.encode_text([text]).T).item()
+
+
+@pytest.mark.parametrize(("param", "lr"), [("z", 0.3), ("logits", 2.0)])
+def test_text_similarity_of_the_decoded_image_rises(tiny, vq, param, lr):
+    seen = {}
+    out = vqgan_imagine(tiny, vq, "forest", steps=20, param=param, lr=lr, seed=0,
+                        callback=lambda step, images: seen.setdefault(step, images), **FAST)
+    before, after = _cos(tiny, seen[0], "forest"), _cos(tiny, out.images, "forest")
+    # Random decodings sit within ~0.01 of each other on this model; 20 steps gain about 0.035.
+    assert after > before + 0.02, (before, after)
+    assert out.history.shape == (20, 1) and out.history[-1, 0] > out.history[0, 0] + 0.02
+    assert out.indices.shape == (1, 32, 32) and out.images.shape == (1, 3, 64, 64)
+    assert sorted(seen) == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+
+
+@pytest.mark.parametrize("param", ["z", "logits"])
+def test_straight_through_tokens_get_nonzero_gradients(vq, param):
+    toks = tokens(vq, 1, 16, param, seed=0)
+    images, idx = toks(torch.Generator().manual_seed(0) if param == "logits" else None)
+    images.mean().backward()
+    grad = toks.z.grad if param == "z" else toks.logits.grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert idx.shape == (1, 8, 8) and not any(p.grad is not None for p in vq.parameters())
+
+
+def test_same_seed_same_image_other_seed_other_image(tiny, vq):
+    run = lambda seed: vqgan_imagine(tiny, vq, "forest", steps=2, seed=seed, size=32, cutn=2, progress=False)
+    state = torch.random.get_rng_state()
+    a, b, c = run(3), run(3), run(4)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert torch.equal(state, torch.random.get_rng_state())  # kornia's draws happen on a forked global RNG
+
+
+def test_sizes_round_down_to_whole_cells(tiny, vq):
+    out = vqgan_imagine(tiny, vq, "forest", steps=1, size=(33, 48), cutn=1, progress=False)
+    assert out.images.shape == (1, 3, 32, 48)
+    with pytest.raises(ValueError, match="smaller than one VQGAN cell"):
+        vqgan_imagine(tiny, vq, "forest", steps=1, size=1, progress=False)
+
+
+def test_init_image_is_where_the_run_starts(tiny, vq):
+    init = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))
+    seen = {}
+    vqgan_imagine(tiny, vq, "forest", steps=1, size=32, cutn=1, init=init, progress=False,
+                  callback=lambda step, images: seen.setdefault(step, images))
+    resized = torch.nn.functional.interpolate(init[None], size=(32, 32), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        assert torch.allclose(seen[0], vq.reconstruct(resized.clamp(0, 1)), atol=1e-5)
+
+
+def test_prompts_parse_weights_and_negatives():
+    assert parse_prompt("a red apple:2") == ("a red apple", 2.0)
+    assert parse_prompt("time: 3 pm") == ("time: 3 pm", 1.0)
+    assert prompts(["forest", "sea:0.5"], negative=["blurry"]) == [("forest", 1.0), ("sea", 0.5), ("blurry", -1.0)]
+    assert prompts({"forest": 2.0}) == [("forest", 2.0)]
+    with pytest.raises(ValueError, match="empty"):
+        prompts(["  "])
+    with pytest.raises(ValueError, match="positive weight"):
+        prompts("forest:-1")
+
+
+def test_negative_prompt_pushes_away(tiny, vq):
+    toward = vqgan_imagine(tiny, vq, "forest", steps=8, lr=0.3, **FAST)
+    away = vqgan_imagine(tiny, vq, {"sea": 1e-3}, negative=["forest"], steps=8, lr=0.3, **FAST)
+    assert _cos(tiny, away.images, "forest") < _cos(tiny, toward.images, "forest")
+
+
+def test_spherical_distance_and_cutouts():
+    a = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    assert torch.allclose(spherical_distance(a, a), torch.zeros(4), atol=1e-6)
+    e = torch.eye(8)
+    assert torch.allclose(spherical_distance(e[0], e[1]), torch.tensor(torch.pi ** 2 / 8))  # 2 * (pi/4)^2
+    cuts = MakeCutouts(16, cutn=3, cut_pow=2.0)(torch.rand(2, 3, 40, 30), torch.Generator().manual_seed(0))
+    assert cuts.shape == (6, 3, 16, 16) and cuts.min() >= 0 and cuts.max() <= 1
+
+
+def test_models_are_left_untouched(tiny, vq):
+    before = {k: v.clone() for k, v in vq.state_dict().items()}
+    tiny.train()
+    try:
+        vqgan_imagine(tiny, vq, "forest", steps=2, size=32, cutn=1, progress=False)
+        assert tiny.training
+        assert all(p.grad is None for p in tiny.parameters())
+    finally:
+        tiny.eval()
+    assert all(torch.equal(v, vq.state_dict()[k]) for k, v in before.items())
