@@ -96,7 +96,8 @@ class UploadImage(gr.Image):
             return super().preprocess(payload)
         except Exception:  # noqa: BLE001 - not an image, damaged, or too large: checked by the handler
             return getattr(payload, "path", None)
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

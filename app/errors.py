@@ -13,7 +13,7 @@ import gradio as gr
 log = logging.getLogger("brivl.studio")
 
 MAX_SIDE = 512  # pixels of a rendered image: beyond this a CPU render takes minutes per step
-MAX_STEPS = 2000
+MAX_STEPS = 1024  # the page's slider goes to 1024
 MAX_UPLOAD_BYTES = 40 * 2**20
 MAX_UPLOAD_PIXELS = 40_000_000  # about 7000 x 5700; larger images are refused before they are decoded
 MAX_PROMPT_CHARS = 500
