@@ -30,6 +30,24 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
 
 
+def _vqgan_args(p: argparse.ArgumentParser, figure: bool = False) -> None:
+    """Options of VQGAN inversion; on `imagine` they apply only with --vqgan."""
+    p.add_argument("--vqgan", default="lite" if figure else None,
+                   help="VQGAN inversion with this VQGAN: 'lite' (the embedded one), a folder from build-vqgan, or a "
+                        "taming .ckpt with its .yaml beside it" + (" (default: lite)" if figure else ""))
+    p.add_argument("--vqgan-yaml", help="the taming .yaml, when it does not sit beside the .ckpt")
+    if not figure:
+        p.add_argument("--negative", action="append", default=[], help="a prompt to move away from (repeatable); "
+                       "the text itself may join prompts with ' | ' and weigh them with ':w', e.g. 'sea:1 | fire:0.5'")
+        p.add_argument("--init-image", help="start from this image instead of random tokens")
+    p.add_argument("--cutn", type=int, default=8, help="random cutouts per step (default 8)")
+    p.add_argument("--cut-pow", type=float, default=1.0, help="cutout size power; >1 favours small cutouts (default 1)")
+    p.add_argument("--tokens", choices=["z", "logits"], default="z",
+                   help="token parameterisation: straight-through z, or code logits with a straight-through Gumbel "
+                        "sampler (default z; lr defaults to 0.1 for z, 0.5 for logits)")
+    p.set_defaults(steps=None, lr=None)  # resolved per method: VQGAN inversion wants fewer steps and a larger lr
+
+
 def _phrase_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phrases", default="jieba", help="'jieba' (its dictionary, 349,045 phrases; the default) or a "
                                                       "text file with one phrase per line")
@@ -96,12 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="override where the VQGAN is written")
     p.add_argument("--steps", type=int, help="override the number of steps")
 
-    p = sub.add_parser("imagine", help="network visualisation: an image the model matches to a text (PNG + JSON)")
+    p = sub.add_parser("imagine", help="network visualisation (or, with --vqgan, VQGAN inversion): an image the "
+                                       "model matches to a text (PNG + JSON)")
     _model_arg(p)
-    p.add_argument("text", help="the text to imagine")
+    p.add_argument("text", nargs="?", help="the text to imagine (given alone, the model is brivl-lite)")
     p.add_argument("-o", "--output", default="imagine.png", help="the PNG to write; its settings go to a .json "
                                                                   "beside it (default: imagine.png)")
     _render_args(p)
+    _vqgan_args(p)
 
     p = sub.add_parser("neuron", help="neuron visualisation: maximise one channel of a layer, under an optional text")
     _model_arg(p)
@@ -137,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LLP channels of panel d (default: the paper's 108 456 678)")
     f.add_argument("--text-weight", type=float, default=1.0, help="weight of the text match in panel d (default 1)")
     _render_args(f)
+
+    f = figures.add_parser("fig3", help="Fig. 3: text-to-image by VQGAN inversion (scenes, a coherent story, unreal "
+                                        "scenes), beside a CLIP-style model when one is given")
+    f.add_argument("--model", default="brivl-lite", help="the model (default: brivl-lite)")
+    f.add_argument("--compare", default="none", help="a CLIP-style model for panel a, e.g. openclip:ARCH:PATH "
+                                                     "(default: none, panel a is left out)")
+    f.add_argument("--tokenizer", help="tokenizer folder or vocab.txt, for models saved without one")
+    f.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    f.add_argument("--out", required=True, help="folder for fig3.png, fig3.json and cells/")
+    f.add_argument("--prompts", help="a JSON file {panel: [texts]} replacing the default texts of panels a-d")
+    f.add_argument("--steps", type=int, default=100, help="optimisation steps per image (default 100)")
+    f.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the tokens, cutouts and augmentations (default 0)")
+    f.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.1 for z, 0.5 for logits)")
+    _vqgan_args(f, figure=True)
 
     f = figures.add_parser("fig5c", help="Fig. 5c: top-30 phrase retrieval of 'sports' and 'automobile' (运动, 汽车) "
                                          "over jieba's phrases, UMAP maps of two models side by side")
@@ -488,14 +523,88 @@ def _check_text(text: str | None, what: str) -> None:
         raise InputError(f"{what} is empty or only whitespace; give it some words")
 
 
+def _vqgan_defaults(args: argparse.Namespace) -> None:
+    """Fill --steps/--size/--lr left unset: VQGAN inversion's own defaults, else network visualisation's."""
+    vq = getattr(args, "vqgan", None) is not None
+    if args.steps is None:
+        args.steps = 100 if vq else 256
+    if args.lr is None:
+        args.lr = (0.1 if args.tokens == "z" else 0.5) if vq else 0.05
+    if vq and args.size is None:
+        args.size = 256
+
+
+def _vqgan_prompts(args: argparse.Namespace) -> list[tuple[str, float]]:
+    from viz.vqgan_imagine import parse_prompt, prompts
+
+    from .inputs import InputError
+
+    try:
+        return prompts([parse_prompt(t) for t in args.text.split(" | ")], args.negative)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def _load_vqgan(args: argparse.Namespace):
+    from viz.vqgan import load_vqgan
+
+    return load_vqgan(args.vqgan, args.vqgan_yaml, device=args.device)
+
+
+def _imagine_vqgan(args: argparse.Namespace) -> int:
+    """VQGAN inversion of one (weighted, multi-part) text."""
+    import time
+
+    import torch
+
+    from viz.figures import save_png, write_json
+    from viz.vqgan_imagine import vqgan_imagine
+
+    from .inputs import InputError
+
+    if args.cutn < 1 or not args.cut_pow > 0:
+        raise InputError(f"--cutn must be >= 1 and --cut-pow > 0, got {args.cutn}, {args.cut_pow}")
+    pairs = _vqgan_prompts(args)
+    model, vqgan = _load(args), _load_vqgan(args)
+    init = None
+    if args.init_image:
+        from .images import load_image
+
+        init = load_image(args.init_image)
+    t0 = time.perf_counter()
+    try:
+        result = vqgan_imagine(model, vqgan, pairs, steps=args.steps, size=args.size, lr=args.lr, seed=args.seed,
+                               param=args.tokens, cutn=args.cutn, cut_pow=args.cut_pow, init=init)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    seconds = time.perf_counter() - t0
+    out = Path(args.output)
+    save_png(result.images[0], out)
+    h, w = result.images.shape[-2:]
+    info = {"command": "imagine", "method": "vqgan-inversion", "model": args.model, "model_name": model.config.name,
+            "vqgan": str(args.vqgan), "vqgan_name": vqgan.config.name, "prompts": pairs, "steps": args.steps,
+            "size": [int(h), int(w)], "seed": args.seed, "lr": args.lr, "tokens": args.tokens, "cutn": args.cutn,
+            "cut_pow": args.cut_pow, "init_image": args.init_image, "final_cosine": result.history[-1, 0].item(),
+            "first_cosine": result.history[0, 0].item(), "time_s": round(seconds, 3), "device": args.device,
+            "torch": torch.__version__, "image": out.name}
+    meta = write_json(info, out.with_suffix(".json"))
+    print(f"wrote {out} ({w}x{h}) and {meta}")
+    return 0
+
+
 def cmd_imagine(args: argparse.Namespace) -> int:
-    """Network visualisation of one text."""
+    """Network visualisation of one text, or VQGAN inversion with --vqgan."""
     import time
 
     import viz
 
+    if args.text is None:  # `brivl imagine "a text"`: the one positional is the text
+        args.model, args.text = "brivl-lite", args.model
     _check_text(args.text, "the text")
+    _vqgan_defaults(args)
     _check_render_args(args)
+    if args.vqgan is not None:
+        return _imagine_vqgan(args)
     model = _load(args)
     settings = {"text": args.text, **_render_settings(args)}
     t0 = time.perf_counter()
@@ -543,6 +652,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
         raise InputError("name a figure (e.g. `brivl figures fig2 --out figs/`) or give --all --out DIR")
     if args.figure == "fig5c":
         return _fig5c(args)
+    if args.figure == "fig3":
+        return _fig3(args)
     _check_render_args(args)
     model = _load(args)
     try:
@@ -568,6 +679,40 @@ def cmd_studio(args: argparse.Namespace) -> int:
     print(f"brivl studio: http://{args.host}:{args.port}/ ({models[0]}; Ctrl+C to stop)", file=sys.stderr)
     launch(models, port=args.port, host=args.host, device=args.device, steps=args.steps, size=args.size,
            vqgan=args.vqgan, concurrency=args.concurrency, open_browser=args.open)
+    return 0
+
+
+def _fig3(args: argparse.Namespace) -> int:
+    """Fig. 3 by VQGAN inversion, with an optional CLIP-style model for panel a."""
+    from viz import figures
+
+    from .inputs import InputError
+
+    _vqgan_defaults(args)
+    _check_render_args(args)
+    if args.cutn < 1 or not args.cut_pow > 0:
+        raise InputError(f"--cutn must be >= 1 and --cut-pow > 0, got {args.cutn}, {args.cut_pow}")
+    prompts = None
+    if args.prompts:
+        try:
+            prompts = json.loads(Path(args.prompts).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"{args.prompts}: not a readable JSON file of {{panel: [texts]}}: {e}") from None
+        if not isinstance(prompts, dict) or not all(isinstance(v, list) and v for v in prompts.values()):
+            raise InputError(f"{args.prompts}: expected {{panel: [texts]}} with panels a-d")
+        for texts in prompts.values():
+            for t in texts:
+                _check_text(t, "a prompt")
+    model, vqgan = _load(args), _load_vqgan(args)
+    compare = None if args.compare == "none" else _load(args, args.compare)
+    try:
+        info = figures.fig3(model, vqgan, args.out, compare=compare, model_name=args.model,
+                            compare_name=None if compare is None else args.compare, prompts=prompts,
+                            steps=args.steps, size=args.size, seed=args.seed, lr=args.lr, tokens=args.tokens,
+                            cutn=args.cutn, cut_pow=args.cut_pow)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    print(f"wrote {Path(args.out) / 'fig3.png'} and fig3.json ({info['time_s']:.1f} s)")
     return 0
 
 

@@ -122,3 +122,44 @@ def test_models_are_left_untouched(tiny, vq):
     finally:
         tiny.eval()
     assert all(torch.equal(v, vq.state_dict()[k]) for k, v in before.items())
+
+
+def _folder(vq, tmp_path):
+    from viz.vqgan import save_vqgan
+
+    return str(save_vqgan(vq, tmp_path / "vq"))
+
+
+def test_cli_imagine_with_vqgan_writes_png_and_settings(tiny, vq, tmp_path, capsys):
+    import json
+
+    from brivl.cli import main
+
+    out = tmp_path / "x.png"
+    rc = main(["imagine", "tiny", "forest | sea:0.5", "--vqgan", _folder(vq, tmp_path), "--negative", "fire",
+               "--steps", "2", "--size", "32", "--cutn", "1", "-o", str(out)])
+    assert rc == 0 and out.is_file()
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["prompts"] == [["forest", 1.0], ["sea", 0.5], ["fire", -1.0]] and info["size"] == [32, 32]
+
+
+def test_cli_imagine_with_a_missing_vqgan_is_a_clear_error(tmp_path, capsys):
+    from brivl.cli import main
+
+    rc = main(["imagine", "tiny", "forest", "--vqgan", str(tmp_path / "none"), "--steps", "1", "-o",
+               str(tmp_path / "x.png")])
+    assert rc == 2 and "no such VQGAN" in capsys.readouterr().err
+
+
+def test_cli_fig3_draws_every_panel(tiny, vq, tmp_path, capsys):
+    import json
+
+    from brivl.cli import main
+
+    out = tmp_path / "fig3"
+    rc = main(["figures", "fig3", "--model", "tiny", "--vqgan", _folder(vq, tmp_path), "--steps", "1", "--size", "32",
+               "--cutn", "1", "--out", str(out)])
+    assert rc == 0 and (out / "fig3.png").is_file()
+    info = json.loads((out / "fig3.json").read_text())
+    assert list(info["prompts"]) == ["b", "c", "d"] and info["prompts"]["d"][0] == "blazing sea"
+    assert info["stand_in_prompts"] == ["b", "c"] and len(list((out / "cells").glob("*.png"))) == 12

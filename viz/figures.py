@@ -324,3 +324,106 @@ def fig2(
     }
     write_json(info, out / "fig2.json")
     return info
+
+
+# --- Fig. 3 ---------------------------------------------------------------------------------------------------
+
+# Fig. 3d: the paper names these four in its Results text ("blazing sea", "glowing forest", "cyberpunk-styled city",
+# "castle in the clouds").
+FIG3_IMAGINATION = ("blazing sea", "glowing forest", "cyberpunk-styled city", "castle in the clouds")
+# Fig. 3a/b (four text inputs, CLIP vs BriVL) and Fig. 3c (four coherent sentences, one style): the paper prints
+# these texts only inside the figure image, not in its text. These are stand-ins of the same kind (scenes for a/b,
+# one coherent story for c), marked as such in fig3.json; pass the figure's own texts with `prompts=`.
+FIG3_SCENES = ("a night view of tall buildings by the river", "a lighthouse on a cliff at sunset",
+               "a small wooden boat on a calm lake", "a cottage among snowy mountains")
+FIG3_STORY = ("The sun rises over a quiet village by the river.",
+              "Farmers walk along the river to the fields.",
+              "In the afternoon dark clouds gather and it begins to rain.",
+              "At night the rain stops and the moon shines over the village.")
+FIG3_PANELS = {"a": "VQGAN inversion with {compare}", "b": "VQGAN inversion with {model}",
+               "c": "a series of coherent sentences ({model})", "d": "rarely seen or unreal scenes ({model})"}
+
+
+def fig3_prompts() -> dict[str, list[str]]:
+    """The Fig. 3 texts per panel: a and b share theirs (the compared model and ours), c a story, d the paper's four."""
+    return {"a": list(FIG3_SCENES), "b": list(FIG3_SCENES), "c": list(FIG3_STORY), "d": list(FIG3_IMAGINATION)}
+
+
+def fig3(
+    model: TwoTower,
+    vqgan,
+    out_dir: str | Path,
+    *,
+    compare: TwoTower | None = None,
+    model_name: str | None = None,
+    compare_name: str | None = None,
+    prompts: dict[str, Sequence[str]] | None = None,
+    steps: int = 100,
+    size: int = 256,
+    seed: int = 0,
+    lr: float | None = None,
+    tokens: str = "z",
+    cutn: int = 8,
+    cut_pow: float = 1.0,
+    progress: bool | None = None,
+    callback: Callable[[str, int, int, Tensor], None] | None = None,
+) -> dict:
+    """Render the paper's Fig. 3 (VQGAN inversion) into out_dir: fig3.png, fig3.json and cells/*.png.
+
+    Panel a uses `compare` (a CLIP-style model; skipped when None), b-d use `model`; every image is generated
+    independently from the same seed, as in the paper. `callback(panel, index, step, images)` follows progress.
+    """
+    from .vqgan_imagine import vqgan_imagine
+
+    texts = fig3_prompts()
+    for key, values in (prompts or {}).items():
+        if key not in texts:
+            raise ValueError(f"unknown Fig. 3 panel {key!r}; panels are a, b, c, d")
+        texts[key] = list(values)
+    if prompts and "b" in prompts and "a" not in prompts:
+        texts["a"] = list(prompts["b"])
+    name = model_name or _model_name(model)
+    other = compare_name or (_model_name(compare) if compare is not None else None)
+    keys = ["a", "b", "c", "d"] if compare is not None else ["b", "c", "d"]
+    out = Path(out_dir)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    panels: dict[str, Panel] = {}
+    cells: dict[str, list[str]] = {}
+    for key in keys:
+        who = compare if key == "a" else model
+        images, finals, cells[key] = [], [], []
+        t0 = time.perf_counter()
+        for i, text in enumerate(texts[key]):
+            cb = None if callback is None else (lambda step, imgs, k=key, j=i: callback(k, j, step, imgs))
+            r = vqgan_imagine(who, vqgan, text, steps=steps, size=size, seed=seed, lr=lr, param=tokens, cutn=cutn,
+                              cut_pow=cut_pow, progress=progress, callback=cb)
+            images.append(r.images[0])
+            finals.append(round(r.history[-1, 0].item(), 4))
+            slug = "-".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())[:48]
+            cells[key].append(save_png(r.images[0], out / f"cells/{key}{i}-{slug}.png").relative_to(out).as_posix())
+        panels[key] = Panel(key, texts[key], torch.stack(images), time.perf_counter() - t0, finals)
+
+    labels = {k: FIG3_PANELS[k].format(model=name, compare=other) for k in keys}
+    grid = [img for k in keys for img in panels[k].images]
+    titles = [f"\u201c{t}\u201d" for k in keys for t in panels[k].labels]
+    side = int(panels["b"].images.shape[-1])
+    vq_name = getattr(getattr(vqgan, "config", None), "name", "vqgan")
+    save_grid(grid, out / "fig3.png", titles=titles, ncols=4, cell=2.3, wrap=30,
+              captions=[f"{k}  {labels[k]}" if j == 0 else "" for k in keys for j in range(len(panels[k].labels))],
+              title=f"Fig. 3 regenerated \u2014 VQGAN inversion ({vq_name}), {steps} steps, {side} px, seed {seed}")
+    info = {
+        "figure": "fig3", "model": name, "compare": other, "vqgan": vq_name, "steps": steps, "size": side,
+        "seed": seed, "lr": lr, "tokens": tokens, "cutn": cutn, "cut_pow": cut_pow,
+        "panels": labels, "prompts": {k: panels[k].labels for k in keys},
+        "final_cosine": {k: panels[k].final for k in keys},
+        "seconds": {k: round(panels[k].seconds, 3) for k in keys},
+        "time_s": round(sum(p.seconds for p in panels.values()), 3),
+        "device": str(_device(model)), "torch": torch.__version__, "python": platform.python_version(),
+        "note": "Panel d's texts are the paper's (its Results text names them). The texts of panels a/b and c are "
+                "printed only inside the paper's figure image; the defaults here are stand-ins of the same kind "
+                "unless `prompts` replaced them. Panel a needs a CLIP-style model (compare).",
+        "stand_in_prompts": [k for k in ("a", "b", "c") if k in keys and not (prompts and k in prompts)],
+        "files": {"grid": "fig3.png", "cells": cells},
+    }
+    write_json(info, out / "fig3.json")
+    return info
