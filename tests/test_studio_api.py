@@ -171,3 +171,21 @@ def test_eight_concurrent_clients_each_get_their_own_image(url):
     assert stats["distinct_images"] == 24
     assert stats["not_own_image"] == []
     assert np.isfinite(stats["p95_s"])
+
+
+def test_vqgan_tab_inverts_through_a_vqgan_folder(client, tmp_path):
+    from test_figures_all import _random_vqgan
+
+    from viz.vqgan import save_vqgan
+
+    folder = tmp_path / "vqgan-random"
+    save_vqgan(_random_vqgan(), folder)
+    image, status, files = client.predict("castle in the clouds", "tiny", str(folder), 3, 64, 0, "z", 2, 0.1,
+                                          api_name="/vqgan")
+    assert status.startswith("done: 3 steps")
+    png, meta = _files(files)
+    with Image.open(png) as im:
+        assert im.size == (64, 64)
+    assert meta["kind"] == "vqgan" and meta["vqgan"] == str(folder) and meta["param"] == "z"
+    assert "cannot be loaded" in _error_text(client, "castle", "tiny", str(tmp_path / "none"), 3, 64, 0, "z", 2, 0.1,
+                                             api_name="/vqgan")

@@ -1,7 +1,8 @@
 """Every paper figure the toolkit covers, regenerated in one go (`brivl figures --all --out DIR`), with an index page.
 
 - fig2   Fig. 2a-d: network visualisation (concepts, sentences, "mountains with ..."), neurons LLP-108/456/678
-- fig3   Fig. 3d: text to image by VQGAN inversion ("blazing sea", "glowing forest", ...) with the embedded VQGAN
+- fig3   Fig. 3: text to image by VQGAN inversion (`viz.figures.fig3`: scenes, a story, "blazing sea", ...) with the
+         embedded VQGAN (`vqgan`: "lite", a folder, a taming .ckpt, or a VQGAN object), at most 100 steps
 - fig4c  Fig. 4c: "baseball field viewed from above" (and its Chinese), network visualisation
 - fig5c  Fig. 5c: top-30 phrases of "sports"/"automobile" (运动/汽车), the model beside its own text backbone, UMAP
 - s2a    a Fig. S2a-shaped table: image<->text Recall@1/5/10 and Recall@SUM on 200 procedural captioned images
@@ -81,14 +82,17 @@ def fig4c(model: TwoTower, out: str | Path, *, steps: int = 256, size: int | Non
     return info
 
 
-def fig3(model: TwoTower, out: str | Path, *, vqgan: str = "lite", steps: int = 256, size: int = 256, seed: int = 0,
+def fig3(model: TwoTower, out: str | Path, *, vqgan="lite", steps: int = 256, size: int = 256, seed: int = 0,
          model_name: str | None = None, prompts: Sequence[str] = FIG3_PROMPTS) -> dict:
-    """Fig. 3d with viz.vqgan_imagine: each prompt inverted through the VQGAN (default: the embedded one)."""
+    """Fig. 3 by VQGAN inversion through `vqgan` (default: the embedded one): `viz.figures.fig3` (panels b-d; panel a
+    needs a CLIP-style model) where it exists, else panel d alone with viz.vqgan_imagine."""
     from .vqgan import load_vqgan
     from .vqgan_imagine import vqgan_imagine
 
     out = Path(out)
-    vq = load_vqgan(vqgan)
+    vq = load_vqgan(vqgan) if isinstance(vqgan, (str, Path)) else vqgan
+    if hasattr(F, "fig3"):
+        return F.fig3(model, vq, out, steps=steps, size=size, seed=seed, model_name=model_name, progress=False)
     t0 = time.perf_counter()
     images, finals = [], []
     for text in prompts:
@@ -98,8 +102,8 @@ def fig3(model: TwoTower, out: str | Path, *, vqgan: str = "lite", steps: int = 
     for i, image in enumerate(images):
         F.save_png(image, out / f"cell{i}.png")
     _grid(torch.stack(images), out / "fig3.png", [f"\u201c{t}\u201d" for t in prompts],
-          f"Fig. 3d regenerated — {model_name or F._model_name(model)} + VQGAN {vqgan}, {steps} steps")
-    info = {"figure": "fig3", "panel": "d", "model": model_name or F._model_name(model), "vqgan": str(vqgan),
+          f"Fig. 3d regenerated — {model_name or F._model_name(model)} + VQGAN, {steps} steps")
+    info = {"figure": "fig3", "panel": "d", "model": model_name or F._model_name(model), "vqgan": getattr(getattr(vq, "config", None), "name", str(vqgan)),
             "prompts": list(prompts), "steps": steps, "size": int(images[0].shape[-1]), "seed": seed,
             "final_objective": finals, "time_s": round(time.perf_counter() - t0, 3),
             "files": {"png": "fig3.png", "cells": [f"cell{i}.png" for i in range(len(prompts))]}}
@@ -169,7 +173,7 @@ def fig2_channels(model: TwoTower) -> list[int]:
 
 def regenerate_all(model: TwoTower, out: str | Path, *, model_name: str | None = None, steps: int = 256,
                    size: int | None = None, seed: int = 0, phrase_limit: int | None = None,
-                   only: Sequence[str] | None = None, vqgan: str = "lite", layout: str = "umap",
+                   only: Sequence[str] | None = None, vqgan="lite", layout: str = "umap",
                    s2a_pairs: int = 200, log: Callable[[str], None] = print) -> dict:
     """Run every figure (or `only` these) into out/<figure>/, then write out/index.html, index.md and index.json."""
     out = Path(out)
@@ -182,7 +186,9 @@ def regenerate_all(model: TwoTower, out: str | Path, *, model_name: str | None =
     jobs = {
         "fig2": lambda d: F.fig2(model, d, steps=steps, size=size, seed=seed, model_name=name, progress=False,
                                  channels=fig2_channels(model)),
-        "fig3": lambda d: fig3(model, d, vqgan=vqgan, steps=steps, size=size or 256, seed=seed, model_name=name),
+        # VQGAN inversion at its own default of 100 steps at most: 12 images of 256 px, each step 8 cutouts.
+        "fig3": lambda d: fig3(model, d, vqgan=vqgan, steps=min(steps, 100), size=size or 256, seed=seed,
+                               model_name=name),
         "fig4c": lambda d: fig4c(model, d, steps=steps, size=size, seed=seed, model_name=name),
         "fig5c": lambda d: fig5c(model, d, phrase_limit=phrase_limit, seed=seed, layout=layout, model_name=name),
         "s2a": lambda d: s2a(model, d, model_name=name, pairs=s2a_pairs),
@@ -202,7 +208,8 @@ def regenerate_all(model: TwoTower, out: str | Path, *, model_name: str | None =
         log(f"{key}: {'done' if entry['ok'] else 'FAILED: ' + entry['error']} ({entry['seconds']:.1f} s)")
         entries.append(entry)
     summary = {"model": name, "steps": steps, "size": size, "seed": seed, "phrase_limit": phrase_limit,
-               "vqgan": vqgan, "time_s": round(time.perf_counter() - t_all, 3), "torch": torch.__version__,
+               "vqgan": vqgan if isinstance(vqgan, str) else getattr(getattr(vqgan, "config", None), "name", "vqgan"),
+               "time_s": round(time.perf_counter() - t_all, 3), "torch": torch.__version__,
                "python": platform.python_version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                "figures": [{k: v for k, v in e.items() if k != "info"} for e in entries]}
     F.write_json(summary, out / "index.json")
