@@ -84,22 +84,21 @@ def wire_stop(studio: Studio, stop: gr.Button, event, api_name: str):
     stop.click(stop_renders, None, None, cancels=[event], api_name=api_name, queue=False)
 
 
-class UploadImage(gr.Image):
-    """gr.Image for uploads whose file is handed over as it is when Gradio cannot read it, so the handler's own
-    check (`errors.check_image_file`) says what is wrong in words, instead of a preprocessing trace."""
+def upload_image(label: str, elem_id: str) -> gr.Image:
+    """An image upload whose file is handed over as it is when Gradio cannot read it, so the handler's own check
+    (`errors.check_image_file`) says what is wrong in words, instead of a preprocessing trace. (The instance's
+    preprocess is wrapped: a gr.Image subclass would make Gradio write a .pyi file beside this module.)"""
+    image = gr.Image(label=label, type="filepath", sources=["upload", "clipboard"], height=300, elem_id=elem_id)
+    read = image.preprocess
 
-    def get_block_name(self) -> str:
-        return "image"  # the same widget in the page
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return read(payload)
         except Exception:  # noqa: BLE001 - not an image, damaged, or too large: checked by the handler
             return getattr(payload, "path", None)
 
-
-def upload_image(label: str, elem_id: str) -> UploadImage:
-    return UploadImage(label=label, type="filepath", sources=["upload", "clipboard"], height=300, elem_id=elem_id)
+    image.preprocess = preprocess
+    return image
 
 
 def result_image(label: str, height: int = 400, elem_id: str | None = None) -> gr.Image:

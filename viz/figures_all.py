@@ -103,7 +103,8 @@ def fig3(model: TwoTower, out: str | Path, *, vqgan="lite", steps: int = 256, si
         F.save_png(image, out / f"cell{i}.png")
     _grid(torch.stack(images), out / "fig3.png", [f"\u201c{t}\u201d" for t in prompts],
           f"Fig. 3d regenerated — {model_name or F._model_name(model)} + VQGAN, {steps} steps")
-    info = {"figure": "fig3", "panel": "d", "model": model_name or F._model_name(model), "vqgan": getattr(getattr(vq, "config", None), "name", str(vqgan)),
+    info = {"figure": "fig3", "panel": "d", "model": model_name or F._model_name(model),
+            "vqgan": getattr(getattr(vq, "config", None), "name", str(vqgan)),
             "prompts": list(prompts), "steps": steps, "size": int(images[0].shape[-1]), "seed": seed,
             "final_objective": finals, "time_s": round(time.perf_counter() - t0, 3),
             "files": {"png": "fig3.png", "cells": [f"cell{i}.png" for i in range(len(prompts))]}}
