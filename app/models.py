@@ -1,9 +1,48 @@
-"""The studio's models: loaded once by name with `brivl.load`, kept for later requests, one lock per model for
-work that hooks the model's layers (a hook sees every forward pass, so two such renders must not overlap)."""
+"""The studio's models: loaded once by name with `brivl.load`, kept for later requests, and one readers-writer lock
+per model. Most work only runs the model (shared: any number at once); work that hooks a layer (neuron renders,
+channel activations) takes it alone (exclusive), because a forward hook sees every forward pass of the model,
+other requests' included."""
+import contextlib
 import threading
 from collections import OrderedDict
 
 from .errors import StudioInputError
+
+
+class SharedLock:
+    """Many shared holders or one exclusive holder; a waiting exclusive holder keeps new shared ones out."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive and not self._waiting)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        with self._cond:
+            self._waiting += 1
+            self._cond.wait_for(lambda: not self._exclusive and not self._shared)
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
 
 
 class ModelPool:
@@ -15,14 +54,14 @@ class ModelPool:
         self.keep = max(keep, len(self.names))
         self._models: OrderedDict[str, object] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
-        self._hooks: dict[str, threading.Lock] = {}
+        self._use: dict[str, SharedLock] = {}
         self._guard = threading.Lock()
 
     @property
     def default(self) -> str:
         return self.names[0]
 
-    def _lock(self, table: dict[str, threading.Lock], name: str) -> threading.Lock:
+    def _lock(self, table: dict, name: str) -> threading.Lock:
         with self._guard:
             return table.setdefault(name, threading.Lock())
 
@@ -46,9 +85,17 @@ class ModelPool:
                     self._models.popitem(last=False)
             return model
 
-    def hook_lock(self, name: str | None) -> threading.Lock:
-        """The lock that serialises layer-hooking work (neuron renders, activations) on one model."""
-        return self._lock(self._hooks, (name or self.default).strip())
+    def _usage(self, name: str | None) -> SharedLock:
+        with self._guard:
+            return self._use.setdefault((name or self.default).strip(), SharedLock())
+
+    def shared(self, name: str | None):
+        """Hold while running the model without hooks (many requests at once)."""
+        return self._usage(name).shared()
+
+    def exclusive(self, name: str | None):
+        """Hold while a forward hook is on the model's layers (no other request runs the model meanwhile)."""
+        return self._usage(name).exclusive()
 
 
 def _load(name: str, device: str):

@@ -18,11 +18,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def studio(models: list[str], *extra: str, timeout: float = 180, threads: int = 1):
+def studio(models: list[str], *extra: str, timeout: float = 180, threads: int = 1, env: dict | None = None):
     """Run the studio on a free port until the block ends; yields its URL. Its log goes to a file beside ROOT/.."""
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", **(env or {})}
     named = [a for m in models for a in ("--model", m)]
     cmd = [sys.executable, "-m", "brivl.cli", "studio", "--port", str(port), *named, *extra]
     log = open(os.environ.get("BRIVL_STUDIO_LOG", os.devnull), "w")  # noqa: SIM115 - closed below

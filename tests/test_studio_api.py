@@ -15,8 +15,9 @@ FAST = {"steps": 4, "size": 64}
 
 
 @pytest.fixture(scope="module")
-def url():
-    with studio(["tiny"], "--steps", "4", "--size", "64") as u:
+def url(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("brivl-cache")  # the phrase indexes of these tests stay out of ~/.cache
+    with studio(["tiny"], "--steps", "4", "--size", "64", env={"BRIVL_CACHE": str(cache)}) as u:
         yield u
 
 

@@ -37,7 +37,7 @@ def handlers(studio: Studio):
         model = studio.pool.get(model_name)
         small = torch.nn.functional.interpolate(pixels[None], size=(model.image_size,) * 2, mode="bilinear",
                                                 align_corners=False).clamp(0, 1)
-        with torch.no_grad():
+        with torch.no_grad(), studio.pool.shared(model_name):
             emb = class_embeddings(model, labels, [template])
             cos = zero_shot_logits(model, small, emb)[0]
         temperature = float(getattr(getattr(model, "config", None), "temperature", 0.07) or 0.07)
@@ -60,7 +60,7 @@ def handlers(studio: Studio):
 
         paths = image_files(root, limit=2000)
         model = studio.pool.get(model_name)
-        with torch.no_grad():
+        with torch.no_grad(), studio.pool.shared(model_name):
             img = embed_image_files(model, paths, batch_size=16, progress=False)
             t = model.encode_text([text]).float().cpu()
         scores = (img @ t.T)[:, 0]

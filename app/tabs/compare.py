@@ -25,6 +25,11 @@ def handler(studio: Studio):
         text = check_prompt(prompt)
         steps, size, seed, lr = check_render(steps, size, seed, lr)
         models = [studio.pool.get(name_a), studio.pool.get(name_b)]  # both load (or fail) before anything runs
+
+        def run(side: int, callback):
+            with studio.pool.shared([name_a, name_b][side]):
+                return viz.imagine(models[side], text, callback=callback, **kwargs)
+
         names = [name_a or studio.pool.default, name_b or studio.pool.default]
         kwargs = {"steps": steps, "size": size, "seed": seed, "param": param, "decorrelate": bool(decorrelate),
                   "lr": lr, "every": 1, "progress": False}
@@ -32,8 +37,8 @@ def handler(studio: Studio):
         flag = studio.stops.new(session)
         finals, out = [None, None], [gr.skip(), gr.skip()]
         try:
-            for side, model in enumerate(models):  # one after the other: two renders would halve each one's speed
-                for ev in stream(lambda cb, m=model: viz.imagine(m, text, callback=cb, **kwargs), flag):
+            for side in range(2):  # one after the other: two renders at once would halve each one's speed
+                for ev in stream(lambda cb, s=side: run(s, cb), flag):
                     if ev.kind == "stopped":
                         yield *out, f"stopped during {names[side]}", gr.skip()
                         return

@@ -31,8 +31,9 @@ def handler(studio: Studio):
                     "transforms": "standard"}
 
         def run(callback):
-            return viz.imagine(model, text, steps=steps, size=size, seed=seed, param=param,
-                               decorrelate=bool(decorrelate), lr=lr, callback=callback, every=1, progress=False)
+            with studio.pool.shared(model_name):
+                return viz.imagine(model, text, steps=steps, size=size, seed=seed, param=param,
+                                   decorrelate=bool(decorrelate), lr=lr, callback=callback, every=1, progress=False)
 
         yield from render_stream(studio, request, run, settings, "imagine", text, steps)
     return imagine

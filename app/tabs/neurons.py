@@ -35,10 +35,8 @@ def handlers(studio: Studio):
         settings = {"model": model_name or studio.pool.default, "layer": layer, "channel": channel, "text": text,
                     "text_weight": float(text_weight), "steps": steps, "size": size, "seed": seed, "param": param,
                     "decorrelate": bool(decorrelate), "lr": lr}
-        lock = studio.pool.hook_lock(model_name)
-
         def run(callback):
-            with lock:  # the channel is read by a forward hook: one hooked render per model at a time
+            with studio.pool.exclusive(model_name):  # a forward hook reads the channel: the model to itself
                 return viz.neuron(model, layer, channel, text, text_weight=float(text_weight), steps=steps,
                                   size=size, seed=seed, param=param, decorrelate=bool(decorrelate), lr=lr,
                                   callback=callback, every=1, progress=False)
@@ -52,7 +50,7 @@ def handlers(studio: Studio):
         model = studio.pool.get(model_name)
         layer, channel = _channel(model, layer, channel)
         k = max(1, min(int(k), 48))
-        with studio.pool.hook_lock(model_name):
+        with studio.pool.exclusive(model_name):
             top = N.top_activating(model, layer, channel, root, k=k)
         gallery = [(str(p), f"#{i} {s:.3f}  {p.name}") for i, (p, s) in enumerate(zip(top.paths, top.scores), 1)]
         from brivl.images import load_images

@@ -23,7 +23,8 @@ def handler(studio: Studio):
             raise StudioInputError(f"{model_name} has no patches (patch_embeddings); pick a BriVL model")
         small = F.interpolate(pixels[None], size=(model.image_size,) * 2, mode="bilinear", align_corners=False,
                               antialias=True).clamp(0, 1)
-        scores = A.patch_similarity(model, small, text)[0]  # [P]
+        with studio.pool.shared(model_name):
+            scores = A.patch_similarity(model, small, text)[0]  # [P]
         h, w = pixels.shape[-2:]
         scale = SHOW_SIDE / max(h, w)
         shown = F.interpolate(pixels[None], size=(max(1, round(h * scale)), max(1, round(w * scale))),

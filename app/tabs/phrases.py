@@ -31,12 +31,13 @@ def handler(studio: Studio):
         plist = P.read_phrases(source if source == "jieba" else Path(source).expanduser(), limit)
         folder = P.default_index_folder(model, plist)
         yield gr.skip(), gr.skip(), f"building or opening the index of {len(plist.phrases):,} phrases \u2026", gr.skip()
-        with _BUILD:
+        with _BUILD, studio.pool.shared(model_name):
             index = P.build_index(model, folder, plist, model_name=model_name or studio.pool.default,
                                   progress=False)
         if layout not in ("umap", "pca"):
             raise StudioInputError(f"unknown layout {layout!r}; choose umap or pca")
-        m = M.phrase_map(model, index, query, k, layout, int(seed), model_name or studio.pool.default)
+        with studio.pool.shared(model_name):
+            m = M.phrase_map(model, index, query, k, layout, int(seed), model_name or studio.pool.default)
         rows = [[r, p, round(s, 4)] for r, (p, s) in enumerate(zip(m.phrases, m.scores), 1)]
         png = results.results_root() / f"map-{abs(hash((query, k, layout, folder.name, seed)))}.png"
         font = M.draw_phrase_maps([[m]], png)
@@ -63,7 +64,7 @@ def build(studio: Studio) -> None:
             model = model_choice(studio)
             with gr.Row():
                 source = gr.Textbox(value="jieba", label="Phrase list", info="jieba, or a text file (one per line)")
-                limit = gr.Number(value=20000, precision=0, minimum=0, label="Use the first N phrases",
+                limit = gr.Number(value=5000, precision=0, minimum=0, label="Use the first N phrases",
                                   info="0 = all")
             with gr.Row():
                 k = gr.Slider(1, 100, value=30, step=1, label="Top k")

@@ -37,7 +37,7 @@ def handler(studio: Studio):
 
         def run(callback):
             # vqgan_imagine seeds the global RNG for its augmentations (and restores it): one at a time.
-            with studio.vqgan_render_lock:
+            with studio.vqgan_render_lock, studio.pool.shared(model_name):
                 return run_vqgan(model, vq, text, steps=steps, size=size, seed=seed, param=param, cutn=cutn, lr=lr,
                                  callback=callback, every=1, progress=False)
 

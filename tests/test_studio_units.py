@@ -1,0 +1,114 @@
+"""The studio's parts without a server: input checks, the stop-able render stream, the per-model lock."""
+import threading
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from app.errors import StudioInputError, check_image_file, check_labels, check_prompt, check_render
+from app.models import ModelPool, SharedLock
+from app.stream import stream
+
+
+def test_checks_refuse_bad_input_in_words(tmp_path):
+    assert check_prompt("  夕阳下的大海 ") == "夕阳下的大海"
+    with pytest.raises(StudioInputError, match="empty"):
+        check_prompt(" \n ")
+    assert check_render("8", 64.0, 3, "0.1") == (8, 64, 3, 0.1)
+    for bad in [(0, 64, 0), (8, 4096, 0), (8, 64, -1)]:
+        with pytest.raises(StudioInputError):
+            check_render(*bad)
+    assert check_labels("cat, dog\n汽车，猫") == ["cat", "dog", "汽车", "猫"]
+    with pytest.raises(StudioInputError, match="at least two"):
+        check_labels("cat, cat")
+    text = tmp_path / "a.png"
+    text.write_text("no")
+    with pytest.raises(StudioInputError, match="a.png: not an image file"):
+        check_image_file(str(text))
+    big = tmp_path / "big.png"
+    Image.new("L", (7000, 6000)).save(big)
+    with pytest.raises(StudioInputError, match="42 megapixels"):
+        check_image_file(str(big))
+    ok = tmp_path / "ok.png"
+    Image.new("RGB", (30, 20), (255, 0, 0)).save(ok)
+    pixels = check_image_file(str(ok))
+    assert pixels.shape == (3, 20, 30) and pixels[0].min() == 1
+
+
+def test_missing_model_is_a_readable_error():
+    with pytest.raises(StudioInputError, match="not found"):
+        ModelPool(["tiny"]).get("/no/such/folder")
+
+
+def test_stream_yields_previews_then_the_result_and_stops_on_request():
+    def run(callback):
+        for step in range(5):
+            callback(step, torch.zeros(1, 3, 4, 4))
+        return "result"
+
+    events = list(stream(run, threading.Event(), interval=0))
+    assert [e.kind for e in events] == ["preview"] * 5 + ["done"] and events[-1].result == "result"
+
+    flag = threading.Event()
+
+    def endless(callback):
+        step = 0
+        while True:
+            callback(step, torch.zeros(1, 3, 4, 4))
+            step += 1
+            time.sleep(0.001)
+
+    kinds = []
+    for ev in stream(endless, flag, interval=0):
+        kinds.append(ev.kind)
+        if len(kinds) == 3:
+            flag.set()  # what the Stop button does
+    assert kinds[:3] == ["preview"] * 3 and kinds[-1] == "stopped"
+
+
+def test_errors_inside_the_render_reach_the_handler():
+    def broken(callback):
+        raise ValueError("lr too large")
+
+    with pytest.raises(ValueError, match="lr too large"):
+        list(stream(broken, threading.Event()))
+
+
+def test_shared_lock_lets_readers_share_and_writers_wait():
+    lock, log = SharedLock(), []
+    inside = threading.Barrier(2, timeout=5)
+
+    def reader(i):
+        with lock.shared():
+            inside.wait()  # both readers are inside at the same time
+            log.append(f"r{i}")
+
+    readers = [threading.Thread(target=reader, args=(i,)) for i in range(2)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(5)
+    assert sorted(log) == ["r0", "r1"]
+
+    held = threading.Event()
+    release = threading.Event()
+
+    def writer():
+        with lock.exclusive():
+            held.set()
+            release.wait(5)
+
+    w = threading.Thread(target=writer)
+    w.start()
+    held.wait(5)
+    got = []
+    r = threading.Thread(target=lambda: (lock.shared().__enter__(), got.append(time.perf_counter())))
+    t0 = time.perf_counter()
+    r.start()
+    time.sleep(0.2)
+    assert not got  # a reader waits while the writer holds the model
+    release.set()
+    r.join(5)
+    w.join(5)
+    assert got and got[0] - t0 >= 0.2
