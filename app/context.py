@@ -1,6 +1,7 @@
 """What every tab shares: the model pool, the stop flags, the page's defaults, and the render controls."""
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
@@ -10,6 +11,12 @@ from .stream import StopFlags
 EXAMPLES_EN = ["mountains with forests", "a red apple on a table", "Every cloud has a silver lining.",
                "a cyberpunk-styled city at night"]
 EXAMPLES_ZH = ["夕阳下的大海", "雪山下的森林", "城市的夜景", "一只在草地上奔跑的狗"]
+# Photos for the upload tabs' examples: the repository's examples/ folder, when the studio runs from a checkout.
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example_photos() -> list[str]:
+    return [str(p) for p in sorted(EXAMPLE_DIR.glob("*.png"))] if EXAMPLE_DIR.is_dir() else []
 
 
 @dataclass

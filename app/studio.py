@@ -5,7 +5,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the
 
 import gradio as gr  # noqa: E402
 
-from .context import Studio  # noqa: E402
+from .context import EXAMPLE_DIR, Studio  # noqa: E402
 from .models import ModelPool  # noqa: E402
 from .tabs import classify, compare, imagine, neurons, patches, phrases, vqgan  # noqa: E402
 
@@ -49,5 +49,6 @@ def launch(models: list[str] | None = None, *, port: int = 7860, host: str = "12
     demo.queue(default_concurrency_limit=concurrency, max_size=256)
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=open_browser,
                 prevent_thread_lock=not block, show_error=True, max_file_size="40mb", quiet=not block,
-                footer_links=["api"], css=CSS, theme=THEME, ssr_mode=False, mcp_server=False)
+                footer_links=["api"], css=CSS, theme=THEME, ssr_mode=False, mcp_server=False,
+                allowed_paths=[str(EXAMPLE_DIR)] if EXAMPLE_DIR.is_dir() else None)
     return demo

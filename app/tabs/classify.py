@@ -6,7 +6,7 @@ from brivl.eval import class_embeddings, zero_shot_logits
 from brivl.eval.suite import embed_image_files
 
 from .. import results
-from ..context import Studio, model_choice, upload_image
+from ..context import EXAMPLE_DIR, Studio, example_photos, model_choice, upload_image
 from ..errors import StudioInputError, check_folder, check_image_file, check_labels, check_prompt, readable
 
 
@@ -83,6 +83,7 @@ def build(studio: Studio) -> None:
     gr.Markdown("**Classify** an image against labels you type (zero-shot: no training), or **retrieve** the "
                 "images of a folder that best match a text.")
     model = model_choice(studio)
+    gr.Markdown("### Classify an image")
     with gr.Row():
         with gr.Column(scale=1):
             image = upload_image("Image", "classify-image")
@@ -90,14 +91,20 @@ def build(studio: Studio) -> None:
                                 value="sunset, forest, city, 大海, 汽车", elem_id="classify-labels")
             template = gr.Textbox(value="{}", label="Prompt template", info="{} is replaced by each label")
             go = gr.Button("Classify", variant="primary", elem_id="classify-run")
+            photos = example_photos()
+            if photos:
+                gr.Examples([[photos[0], "sunset, forest, city, 大海, 汽车"], [photos[-1], "山, 森林, 城市, 海滩"]],
+                            [image, labels], label="Examples")
         with gr.Column(scale=1):
             scores = gr.Label(label="Labels, most likely first", num_top_classes=10)
             files = gr.File(label="Download: chart PNG + scores (JSON)", file_count="multiple", interactive=False)
     go.click(classify, [image, labels, template, model], [scores, files], api_name="classify")
+    gr.Markdown("### Retrieve images from a folder")
     with gr.Row():
         with gr.Column(scale=1):
             text = gr.Textbox(label="Text", placeholder="e.g. 夕阳下的大海 or a snowy mountain")
-            folder = gr.Textbox(label="Folder of images on this machine", placeholder="/path/to/photos")
+            folder = gr.Textbox(label="Folder of images on this machine", placeholder="/path/to/photos",
+                                value=str(EXAMPLE_DIR) if EXAMPLE_DIR.is_dir() else "")
             k = gr.Slider(1, 48, value=8, step=1, label="How many")
             find = gr.Button("Retrieve images", variant="primary")
         with gr.Column(scale=2):

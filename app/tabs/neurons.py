@@ -82,7 +82,7 @@ def build(studio: Studio) -> None:
             with gr.Row():
                 text = gr.Textbox(label="Text constraint (optional)", placeholder="e.g. forest, 山脉 — or leave empty")
                 text_weight = gr.Number(value=1.0, label="Text weight")
-            gr.Examples([["forest"], ["mountains"], ["森林"], [""]], [text], label="Constraints")
+            gr.Examples([["forest"], ["mountains"], ["森林"], ["雪山"]], [text], label="Constraints")
             steps, size, seed, param, decorrelate, lr = render_controls(studio)
             run, stop = run_stop_buttons("Visualise neuron")
         with gr.Column(scale=1):

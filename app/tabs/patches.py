@@ -7,10 +7,19 @@ import torch.nn.functional as F
 from viz import attribution as A
 
 from .. import results
-from ..context import Studio, model_choice, result_image, upload_image
+from ..context import Studio, example_photos, model_choice, result_image, upload_image
 from ..errors import StudioInputError, check_image_file, check_prompt, readable
 
 SHOW_SIDE = 384  # the overlay's longer side in the page
+
+
+def _where(box) -> str:
+    """'row 2, column 5 of 6' for a grid box (x0, y0, x1, y1 as fractions), 'whole image' for the full one."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x1 - x0 > 0.99 and y1 - y0 > 0.99:
+        return "whole image"
+    n = max(1, round(1 / max(x1 - x0, 1e-6)))
+    return f"row {round(y0 * n) + 1}, column {round(x0 * n) + 1} of {n}"
 
 
 def handler(studio: Studio):
@@ -33,7 +42,7 @@ def handler(studio: Studio):
         heat = A.paint_boxes(scores[None].float().cpu(), boxes, tuple(shown.shape[-2:]))[0]
         picture = A.overlay(shown, heat, alpha=float(alpha), clip=1.0)
         best = torch.argsort(scores, descending=True)[:5].tolist()
-        rows = [[i, "whole image" if i == scores.numel() - 1 else f"grid {i}", round(float(scores[i]), 4),
+        rows = [[i, _where(boxes[i]), round(float(scores[i]), 4),
                  [round(float(v), 3) for v in boxes[i].tolist()]] for i in best]
         settings = {"model": model_name or studio.pool.default, "text": text, "alpha": float(alpha),
                     "patches": [{"index": i, "box_xyxy": [round(float(v), 4) for v in boxes[i].tolist()],
@@ -55,6 +64,9 @@ def build(studio: Studio) -> None:
                 model = model_choice(studio)
                 alpha = gr.Slider(0.1, 0.9, value=0.55, step=0.05, label="Heatmap opacity")
             go = gr.Button("Find matching patches", variant="primary", elem_id="patches-run")
+            photos = example_photos()
+            if photos:
+                gr.Examples([[photos[-1], "the sun"], [photos[0], "树木"]], [image, text], label="Examples")
         with gr.Column(scale=1):
             picture = result_image("Patch heatmap", 360)
             table = gr.Dataframe(headers=["patch", "where", "cosine", "box (x0, y0, x1, y1)"],
