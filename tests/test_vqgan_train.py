@@ -22,6 +22,7 @@ def _cfg(tmp_path, steps, images=None, **kw):
         save_every=2, log_every=1, eval_size=32, dtype="float32", **kw)
 
 
+@pytest.mark.slow
 def test_build_makes_images_trains_resumes_and_exports(tmp_path):
     first = build_vqgan(_cfg(tmp_path, steps=2), progress=False)
     assert first["steps"] == 2 and len(list((tmp_path / "lite" / "images").glob("proc-*.png"))) == 12

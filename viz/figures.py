@@ -344,6 +344,31 @@ FIG3_PANELS = {"a": "VQGAN inversion with {compare}", "b": "VQGAN inversion with
                "c": "a series of coherent sentences ({model})", "d": "rarely seen or unreal scenes ({model})"}
 
 
+def _draw_rows(rows: Sequence[tuple[str, Sequence[str], Tensor]], path: Path, title: str) -> Path:
+    """One row of quoted-title cells per panel, the panel's name as the row label on the left; one PNG."""
+    from matplotlib.figure import Figure
+
+    ncols = max(len(labels) for _, labels, _ in rows)
+    fig = Figure(figsize=(2.3 * ncols + 0.6, 2.75 * len(rows) + 0.5), dpi=150, layout="constrained")
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, (name, labels, images) in enumerate(rows):
+        for j in range(ncols):
+            ax = axes[r][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j >= len(labels):
+                continue
+            ax.imshow(to_uint8(images[j]))
+            ax.set_title(_wrap(f"\u201c{labels[j]}\u201d", 30), fontsize=8.5)
+            if j == 0:
+                ax.set_ylabel(_wrap(name, 26), fontsize=9, fontweight="bold")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=150)
+    return path
+
+
 def fig3_prompts() -> dict[str, list[str]]:
     """The Fig. 3 texts per panel: a and b share theirs (the compared model and ours), c a story, d the paper's four."""
     return {"a": list(FIG3_SCENES), "b": list(FIG3_SCENES), "c": list(FIG3_STORY), "d": list(FIG3_IMAGINATION)}
@@ -404,13 +429,10 @@ def fig3(
         panels[key] = Panel(key, texts[key], torch.stack(images), time.perf_counter() - t0, finals)
 
     labels = {k: FIG3_PANELS[k].format(model=name, compare=other) for k in keys}
-    grid = [img for k in keys for img in panels[k].images]
-    titles = [f"\u201c{t}\u201d" for k in keys for t in panels[k].labels]
     side = int(panels["b"].images.shape[-1])
     vq_name = getattr(getattr(vqgan, "config", None), "name", "vqgan")
-    save_grid(grid, out / "fig3.png", titles=titles, ncols=4, cell=2.3, wrap=30,
-              captions=[f"{k}  {labels[k]}" if j == 0 else "" for k in keys for j in range(len(panels[k].labels))],
-              title=f"Fig. 3 regenerated \u2014 VQGAN inversion ({vq_name}), {steps} steps, {side} px, seed {seed}")
+    _draw_rows([(f"{k}  {labels[k]}", panels[k].labels, panels[k].images) for k in keys], out / "fig3.png",
+               f"Fig. 3 regenerated \u2014 VQGAN inversion ({vq_name}), {steps} steps, {side} px, seed {seed}")
     info = {
         "figure": "fig3", "model": name, "compare": other, "vqgan": vq_name, "steps": steps, "size": side,
         "seed": seed, "lr": lr, "tokens": tokens, "cutn": cutn, "cut_pow": cut_pow,

@@ -452,8 +452,10 @@ def clamp_with_grad(x: Tensor, lo: float, hi: float) -> Tensor:
 
 # Classes that Lightning checkpoints pickle beside the weights (callbacks, hyper-parameters, optimiser bits).
 # They are replaced by inert stand-ins, never imported; anything else outside torch's tensor set is refused.
+# taming's own trainer script is `main` (its callbacks and schedulers may be pickled by reference). Stand-ins are
+# never imported or called, so listing a module here cannot run its code.
 _TRAINING_MODULES = ("pytorch_lightning", "lightning", "lightning_fabric", "omegaconf", "numpy", "pathlib",
-                     "argparse", "torch.optim", "torchmetrics", "typing", "datetime", "enum")
+                     "argparse", "torch.optim", "torchmetrics", "typing", "datetime", "enum", "taming", "main")
 
 
 class _Inert:
