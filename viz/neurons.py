@@ -2,7 +2,9 @@
 images of a folder drive it most. Complements `viz.neuron`, which renders what maximises the channel.
 
 Activations are read with a forward hook on `model.feature_layers()[layer]` during `encode_image`, averaged over
-the spatial positions (or tokens), so one number per image and channel. Only the TwoTower protocol is used.
+the spatial positions (or tokens), so one number per image and channel. `amplify` renders a channel starting from
+real images (a channel behind a ReLU is silent on the grey start of `viz.neuron` unless a text moves the image).
+Only the TwoTower protocol is used.
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from brivl.data import IMAGE_SUFFIXES
 from brivl.images import load_images
 from brivl.twotower import TwoTower
 
-from .render import _device
+from . import objectives as O
+from .param import PixelImage
+from .render import Render, _device, render
 
 
 def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
@@ -98,3 +102,25 @@ def strongest_channels(model: TwoTower, layer: str, pixels: Tensor, k: int = 8) 
     mean = channel_activations(model, layer, pixels).mean(0)
     values, idx = mean.topk(min(k, mean.numel()))
     return list(zip(idx.tolist(), values.tolist()))
+
+
+def image_param(pixels: Tensor, eps: float = 1e-3) -> PixelImage:
+    """A learnable image that starts at the given pixels [n,3,H,W] in [0, 1] (plain RGB, no colour decorrelation)."""
+    param = PixelImage(pixels.shape[0], tuple(pixels.shape[-2:]), decorrelate=False)
+    with torch.no_grad():
+        param.pixels.copy_(torch.logit(pixels.detach().float().cpu().clamp(eps, 1 - eps)))
+    return param
+
+
+def amplify(model: TwoTower, layer: str, channel: int, pixels: Tensor, *, text: str | None = None,
+            text_weight: float = 1.0, steps: int = 64, lr: float = 0.05, seed: int = 0, callback=None,
+            every: int | None = None, progress: bool | None = None) -> Render:
+    """Neuron visualisation that starts from real images instead of grey noise, e.g. the channel's top-activating
+    image: what the channel sees in them, exaggerated. Useful for channels behind a ReLU (EfficientNet's LLP), which
+    are silent on a grey start, so maximising them alone from noise has no gradient to follow."""
+    objective = O.channel(layer, channel)
+    if text is not None:
+        objective = objective + text_weight * O.text_match(text)
+    init = image_param(pixels).to(_device(model))
+    return render(model, objective, steps=steps, lr=lr, seed=seed, init=init, callback=callback, every=every,
+                  progress=progress)

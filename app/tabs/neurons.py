@@ -42,7 +42,13 @@ def handlers(studio: Studio):
                                   callback=callback, every=1, progress=False)
 
         label = f"{layer}-{channel}" + (f"-{text}" if text else "")
-        yield from render_stream(studio, request, run, settings, "neuron", label, steps)
+        def hint(final: float | None) -> str:
+            if text is None and final is not None and abs(final) < 1e-9:
+                return (". The channel stayed silent: from a grey start a channel behind a ReLU has nothing to "
+                        "follow. Add a text constraint, or try another channel.")
+            return ""
+
+        yield from render_stream(studio, request, run, settings, "neuron", label, steps, hint)
 
     @readable
     def top_images(model_name: str, layer: str, channel: float, folder: str, k: float):
