@@ -14,7 +14,7 @@ def test_tiny_build_makes_a_loadable_model_and_a_report(tmp_path):
     cfg = BuildConfig(work=str(tmp_path / "work"), out=str(tmp_path / "lite"), synth_per_class=1, synth_classes=4,
                       synth_size=64, synth_steps=8, synth_batch=4, mosaics=4, procedural=12, procedural_size=64,
                       views=1, steps=4, batch_size=8, queue_size=16, warmup_steps=1, eval_crops=0, label_prompts=1,
-                      distill_classes=32)
+                      distill_classes=32, refine={"steps": 2, "batch_size": 16, "distill_weight": 3.0})
     report = build_default(cfg, progress=False)
     work = tmp_path / "work"
     rows = [json.loads(line) for line in (work / "manifest.jsonl").read_text().splitlines()]
@@ -24,6 +24,9 @@ def test_tiny_build_makes_a_loadable_model_and_a_report(tmp_path):
     assert set(report) >= {"top1", "top5", "images", "load_s", "out"} and report["images"] > 10
     metrics = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 4 and all(m["loss_distill"] >= 0 for m in metrics)  # MoCo + distillation ran
+    refined = [json.loads(line) for line in (work / "run-refine" / "metrics.jsonl").read_text().splitlines()]
+    assert len(refined) == 2 and all(m["loss_distill"] >= 0 for m in refined)  # the refine run went on from it
+    assert json.loads((work / "run-refine" / "train_config.json").read_text())["batch_size"] == 16
     heads = tmp_path / "lite" / "model.safetensors"
     assert heads.stat().st_size < 25 * 2**20
     model = brivl.load(tmp_path / "lite")
@@ -56,3 +59,12 @@ def test_captions_avoid_the_heldout_sentence_pairs_and_use_chinese():
     cat = names.index("tabby")
     assert prompts[cat][:2] == ["a photo of a tabby.", "a picture of a tabby."]
     assert ZH_CLASS_NAMES[cat] in prompts[cat][2] and ZH_CLASS_NAMES[cat] == prompts[cat][3]
+
+
+def test_unknown_refine_options_are_refused(tmp_path):
+    from brivl.config import ConfigError
+
+    path = tmp_path / "build.yaml"
+    path.write_text("refine: {steps: 10, batchsize: 8}\n")
+    with pytest.raises(ConfigError, match="batchsize"):
+        BuildConfig.load(path)

@@ -175,3 +175,17 @@ def test_views_feed_the_model_and_images_feed_the_priors(tiny):
     with torch.no_grad():
         expected = F.cosine_similarity(tiny.encode_image(views), tiny.encode_text(["forest"]))
     assert torch.allclose(ctx_value, expected, atol=1e-5)  # l2 of a grey image is 0
+
+
+def test_copies_of_each_image_average_the_objective_over_them(tiny):
+    x = _images(2)
+    views = torch.cat([_images(2, seed=1), _images(2, seed=2), _images(2, seed=3)])  # copy-major: 3 copies of 2
+    objective = O.text_match(["forest", "a red car"]) + 0.5 * O.channel("llp", 3)
+    together = O.evaluate(objective, tiny, x, views)
+    one_by_one = torch.stack([O.evaluate(objective, tiny, x, views[2 * j:2 * j + 2]) for j in range(3)])
+    assert together.shape == (2,)
+    assert torch.allclose(together, one_by_one.mean(dim=0), atol=1e-5)
+    # Penalties read the images themselves, not the views, so copies do not change them.
+    assert torch.allclose(O.evaluate(O.l2(), tiny, x, views), O.evaluate(O.l2(), tiny, x), atol=1e-7)
+    with pytest.raises(ValueError, match="whole number"):
+        O.evaluate(objective, tiny, x, views[:5])

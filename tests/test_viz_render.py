@@ -172,3 +172,22 @@ def test_progress_bar_when_asked(tiny, capsys):
     assert "2/2" in capsys.readouterr().err
     viz.imagine(tiny, "forest", steps=2, size=32)  # not a terminal under pytest: no bar by default
     assert "2/2" not in capsys.readouterr().err
+
+
+def test_copies_render_several_views_per_step_and_still_raise_the_cosine(tiny):
+    seen = []
+    original = tiny.encode_image
+
+    def counting(pixels):
+        seen.append(pixels.shape[0])
+        return original(pixels)
+
+    tiny.encode_image = counting
+    try:
+        out = viz.imagine(tiny, "forest", steps=20, seed=0, copies=3, **FAST)
+    finally:
+        del tiny.encode_image
+    assert out.images.shape == (1, 3, 128, 128) and set(seen[:20]) == {3}  # three views of the one image per step
+    assert out.history[-1, 0] > out.history[0, 0] + 0.1
+    with pytest.raises(ValueError, match="copies"):
+        viz.render(tiny, O.text_match("forest"), steps=1, copies=0)

@@ -41,6 +41,7 @@ def imagine(
     tv: float = 0.0,
     l2: float = 0.0,
     diversity: float = 0.0,
+    copies: int = 1,
     callback: ProgressCallback | None = None,
     every: int | None = None,
     progress: bool | None = None,
@@ -51,7 +52,8 @@ def imagine(
     """
     objective = _priors(O.text_match(text), tv, l2, diversity)
     return render(model, objective, steps=steps, size=size, batch=batch, lr=lr, seed=seed, param=param,
-                  decorrelate=decorrelate, transforms=transforms, callback=callback, every=every, progress=progress)
+                  decorrelate=decorrelate, transforms=transforms, callback=callback, every=every, progress=progress,
+                  copies=copies)
 
 
 def neuron(
@@ -71,6 +73,7 @@ def neuron(
     transforms: TransformSpec = "standard",
     tv: float = 0.0,
     l2: float = 0.0,
+    copies: int = 1,
     callback: ProgressCallback | None = None,
     every: int | None = None,
     progress: bool | None = None,
@@ -83,4 +86,5 @@ def neuron(
         objective = objective + text_weight * O.text_match(text)
     objective = _priors(objective, tv, l2, 0.0)
     return render(model, objective, steps=steps, size=size, batch=batch, lr=lr, seed=seed, param=param,
-                  decorrelate=decorrelate, transforms=transforms, callback=callback, every=every, progress=progress)
+                  decorrelate=decorrelate, transforms=transforms, callback=callback, every=every, progress=progress,
+                  copies=copies)

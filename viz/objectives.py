@@ -56,12 +56,19 @@ def capture_layers(model: TwoTower, layers: Sequence[str]) -> Iterator[_Capture]
 
 
 class Context:
-    """One step's inputs to the objectives: images [n,3,H,W] in [0,1], their transformed views, the model."""
+    """One step's inputs to the objectives: images [n,3,H,W] in [0,1], their transformed views, the model.
+
+    `views` may hold several transformed copies of each image ([copies * n, ...], copy-major: row j * n + i is
+    copy j of image i); objectives on the views then average their value over an image's copies.
+    """
 
     def __init__(self, model: TwoTower, images: Tensor, views: Tensor | None = None, capture: _Capture | None = None):
         self.model = model
         self.images = images
         self.views = images if views is None else views
+        if self.views.shape[0] % images.shape[0]:
+            raise ValueError(f"{self.views.shape[0]} views for {images.shape[0]} images: give a whole number per image")
+        self.copies = self.views.shape[0] // images.shape[0]
         self.capture = capture if capture is not None else _Capture()
         self._embeddings: Tensor | None = None
 
@@ -112,10 +119,12 @@ class Objective:
         self.rows = rows  # the batch size this objective needs, or None if it fits any
 
     def __call__(self, ctx: Context) -> Tensor:
-        """The objective's value per image [n] (a scalar value is broadcast to every row)."""
+        """The objective's value per image [n] (a scalar is broadcast to every row; values per view are averaged)."""
         value = self.fn(ctx)
         if value.dim() == 0:
             value = value.expand(ctx.n)
+        if ctx.copies > 1 and value.shape == (ctx.n * ctx.copies,):
+            value = value.view(ctx.copies, ctx.n).mean(dim=0)
         if value.shape != (ctx.n,):
             raise ValueError(f"objective {self.name} returned shape {tuple(value.shape)}, expected ({ctx.n},)")
         return value
@@ -180,12 +189,19 @@ def evaluate(objective: Objective, model: TwoTower, images: Tensor, views: Tenso
 
 # --- matching in the joint embedding space --------------------------------------------------------------------
 
+def _per_row(targets: Tensor, rows: int, what: str) -> Tensor:
+    """Targets [1 or k, ...] for `rows` rows: one for all, one per row, or one per image repeated over its copies."""
+    k = targets.shape[0]
+    if k == 1 or k == rows:
+        return targets
+    if rows % k == 0:
+        return targets.repeat(rows // k, *([1] * (targets.dim() - 1)))  # copy-major views: row j * k + i is image i
+    raise ValueError(f"{what} has {k} targets for a batch of {rows} images; give 1 or {rows}")
+
+
 def _rowwise_cosine(image_emb: Tensor, targets: Tensor, what: str) -> Tensor:
     """Cosine of each image embedding [n, d] to its target [n or 1, d]."""
-    n, k = image_emb.shape[0], targets.shape[0]
-    if k not in (1, n):
-        raise ValueError(f"{what} has {k} targets for a batch of {n} images; give 1 or {n}")
-    return F.cosine_similarity(image_emb, targets.to(image_emb), dim=-1)
+    return F.cosine_similarity(image_emb, _per_row(targets, image_emb.shape[0], what).to(image_emb), dim=-1)
 
 
 class _PerModel:
@@ -273,10 +289,7 @@ def direction(vector: Tensor, layer: str | None = None) -> Objective:
         if layer is None:
             return _rowwise_cosine(ctx.image_embeddings(), unit, "direction")
         act = ctx.activation(layer)
-        v = unit.to(act)
-        if k not in (1, act.shape[0]):
-            n = act.shape[0]
-            raise ValueError(f"direction has {k} vectors for a batch of {n} images; give 1 or {n}")
+        v = _per_row(unit, act.shape[0], "direction").to(act)
         if act.dim() == 4:
             return (act * v[:, :, None, None]).sum(dim=1).mean(dim=(-2, -1))
         if act.dim() == 3:
@@ -295,13 +308,18 @@ def _mean_similarity_to_others(features: Tensor) -> Tensor:
     return (sim.sum(dim=1) - sim.diagonal()) / (n - 1)
 
 
+def _first_copy(ctx: Context, rows: Tensor) -> Tensor:
+    """The first transformed copy of each image ([n, ...]): diversity compares images, not copies of one image."""
+    return rows[:ctx.n]
+
+
 def diversity(layer: str | None = None) -> Objective:
     """Minus each image's mean similarity to the others: Gram (style) matrices of a layer, or joint-space embeddings."""
     def fn(ctx: Context) -> Tensor:
         if layer is None:
-            feats = F.normalize(ctx.image_embeddings(), dim=-1)
+            feats = F.normalize(_first_copy(ctx, ctx.image_embeddings()), dim=-1)
         else:
-            act = ctx.activation(layer)
+            act = _first_copy(ctx, ctx.activation(layer))
             flat = act.flatten(2) if act.dim() == 4 else act.transpose(1, 2)  # [n, C, positions]
             # Gram matrices compare which channels fire together, not where: images differ in "style"
             # (Lucid's diversity objective), without being pushed to merely shift their content around.

@@ -90,6 +90,7 @@ def render(
     every: int | None = None,
     progress: bool | None = None,
     init: ImageParam | None = None,
+    copies: int = 1,
 ) -> Render:
     """Maximise objective over a seeded batch of images; the model stays frozen and unchanged.
 
@@ -98,11 +99,15 @@ def render(
     `callback(step, images)` receives the images after `step` updates at step 0, every `every` steps
     (default a tenth of them) and at the end. `progress` shows a tqdm bar (default: only on a terminal).
     `init` replaces the seeded parameterisation with one of your own (param, decorrelate and size are ignored).
+    `copies` differently transformed copies of each image are encoded every step and the objective averaged
+    over them: a smoother gradient, fewer adversarial textures, `copies` times the compute per step.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
     n = _batch_size(objective, init.n if batch is None and init is not None else batch)
     if init is None:
         side = model.image_size if size is None else size
@@ -134,7 +139,8 @@ def render(
                 _check_finite(images, "the image", step, steps, lr)
                 if callback is not None and step % every == 0:
                     callback(step, images.detach().clone())  # a copy: the callback may edit it freely
-                value = objective(Context(model, images, tf(images, g), cap))
+                views = tf(images.repeat(copies, 1, 1, 1) if copies > 1 else images, g)
+                value = objective(Context(model, images, views, cap))
                 _check_finite(value.detach(), f"the objective {objective.name}", step, steps, lr)
                 if not value.requires_grad:
                     raise ValueError(f"the objective {objective.name} does not depend on the image")
