@@ -41,7 +41,12 @@ def test_tiny_build_makes_a_loadable_model_and_a_report(tmp_path):
 
 def test_captions_avoid_the_heldout_sentence_pairs_and_use_chinese():
     from brivl.lite.efficientnet_lite import short_class_names
-    from brivl.lite.recipe import _caption, heldout_sentence_pairs, label_prompts, sentence_pair
+    from brivl.lite.recipe import (
+        _caption,
+        heldout_sentence_pairs,
+        label_prompts,
+        sentence_pair,
+    )
     from brivl.lite.zh import ZH_CLASS_NAMES
 
     names = short_class_names()

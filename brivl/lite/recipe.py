@@ -107,7 +107,7 @@ class BuildConfig:
     refine: dict[str, Any] = dataclasses.field(default_factory=dict)  # {steps, batch_size, lr, distill_weight}; {} = none
 
     @classmethod
-    def load(cls, path: str | Path) -> "BuildConfig":
+    def load(cls, path: str | Path) -> BuildConfig:
         """Read a YAML build config, refusing unknown keys by name."""
         data = yaml.safe_load(Path(path).read_text()) or {}
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
@@ -190,7 +190,11 @@ def stage_label(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     from tqdm.auto import tqdm
 
     from ..images import load_image
-    from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite, short_class_names
+    from .efficientnet_lite import (
+        load_efficientnet_lite,
+        preprocess_efficientnet_lite,
+        short_class_names,
+    )
 
     manifest = work / "manifest.jsonl"
     if _done(manifest):
