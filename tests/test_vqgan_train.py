@@ -1,5 +1,6 @@
-"""`brivl build-vqgan` at a tiny scale: it makes its images when absent, trains, resumes where it stopped (same
-result as one uninterrupted run), exports safetensors + JSON that load back, and measures held-out PSNR."""
+"""`brivl build-vqgan` at a tiny scale: it makes its images when absent, trains (an autoencoder warm-up, then VQ),
+resumes where it stopped (same result as one uninterrupted run), exports safetensors + JSON that load back, and
+measures held-out PSNR."""
 import json
 
 import pytest
@@ -19,7 +20,7 @@ def _cfg(tmp_path, steps, images=None, **kw):
         images=str(images or tmp_path / "lite"), work=str(tmp_path / "work"), out=str(tmp_path / "out"),
         make_images={"synth_per_class": 0, "mosaics": 0, "procedural": 12, "procedural_size": 32},
         model=TINY_MODEL, steps=steps, batch_size=4, crop=16, warmup_steps=2, perceptual_weight=0.0,
-        save_every=2, log_every=1, eval_size=32, dtype="float32", **kw)
+        save_every=2, log_every=1, eval_size=32, dtype="float32", ae_warmup_steps=1, **kw)
 
 
 @pytest.mark.slow
@@ -29,6 +30,7 @@ def test_build_makes_images_trains_resumes_and_exports(tmp_path):
     report = build_vqgan(_cfg(tmp_path, steps=4), progress=False)  # resumes at step 2
     lines = [json.loads(x) for x in (tmp_path / "work" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    assert lines[0]["codes_used"] == 0 and lines[1]["codes_used"] > 0  # step 1: plain autoencoder warm-up
     assert report["complete"] and report["heldout"]["photos"] >= 10 and report["heldout"]["psnr_db"] > 0
 
     # One uninterrupted run of 4 steps gives the same weights: the checkpoint holds the whole training state.

@@ -66,6 +66,7 @@ class VQGANBuildConfig:
     mse_weight: float = 1.0
     perceptual_weight: float = 0.05  # 0 = no EfficientNet-Lite0 perceptual term
     beta: float = 0.25  # commitment weight
+    ae_warmup_steps: int = 0  # first steps as a plain autoencoder (no quantisation); then codes start at latents
     ema_decay: float = 0.95
     dead_after: float = 0.03  # a code whose EMA usage count drops below this restarts at a random encoder output
     save_every: int = 250
@@ -176,6 +177,20 @@ class EMACodebook:
         self.total = model.codebook.detach().clone()
 
     @torch.no_grad()
+    def seed_from(self, z: Tensor, g: torch.Generator) -> None:
+        """Start every code at a distinct random latent of z [n, d, h, w] (after the autoencoder warm-up)."""
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        k = self.count.numel()
+        pick = torch.randperm(flat.shape[0], generator=g)[:k]
+        if len(pick) < k:  # fewer latents than codes: the rest repeat, with a little noise to tell them apart
+            extra = torch.randint(0, flat.shape[0], (k - len(pick),), generator=g)
+            pick = torch.cat([pick, extra])
+        book = flat[pick] + 1e-3 * flat.std() * torch.randn(k, flat.shape[1], generator=g)
+        self.model.codebook.copy_(book)
+        self.total.copy_(book)
+        self.count.fill_(1.0)
+
+    @torch.no_grad()
     def update(self, z: Tensor, idx: Tensor, g: torch.Generator) -> int:
         """Move each code to the EMA mean of the encoder outputs assigned to it; returns how many codes restarted."""
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
@@ -204,11 +219,18 @@ class EMACodebook:
 
 
 def train_step(model: VQGAN, ema: EMACodebook, x: Tensor, cfg: VQGANBuildConfig, perceptual: Perceptual | None,
-               g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-    """The loss of one batch (backward not yet taken) and its parts; the codebook moves by EMA here."""
+               g: torch.Generator, quantize: bool = True) -> tuple[Tensor, dict[str, float]]:
+    """The loss of one batch (backward not yet taken) and its parts; the codebook moves by EMA here.
+
+    quantize=False trains a plain autoencoder (the warm-up: a from-scratch VQ bottleneck otherwise collapses the
+    latents onto a few directions early, and the decoder never learns colour in a CPU-sized budget).
+    """
     z = model.quant_conv(model.encoder(x * 2 - 1))
-    zq, idx = model.quantize_st(z)
-    commit = F.mse_loss(z, model.codebook[idx].permute(0, 3, 1, 2).detach())  # pulls the encoder to its codes
+    if quantize:
+        zq, idx = model.quantize_st(z)
+        commit = F.mse_loss(z, model.codebook[idx].permute(0, 3, 1, 2).detach())  # pulls the encoder to its codes
+    else:
+        zq, idx, commit = z, None, torch.zeros(())
     recon = model.decode_raw(zq).add(1).div(2)
     l1, mse = (recon - x).abs().mean(), (recon - x).pow(2).mean()
     loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.beta * commit
@@ -217,6 +239,9 @@ def train_step(model: VQGAN, ema: EMACodebook, x: Tensor, cfg: VQGANBuildConfig,
         p = perceptual(recon, x)
         loss = loss + cfg.perceptual_weight * p
         parts["perceptual"] = p.item()
+    if idx is None:
+        parts.update(codes_used=0, restarted=0, psnr=10 * math.log10(1 / max(parts["mse"], 1e-10)))
+        return loss, parts
     restarted = ema.update(z.detach(), idx, g)
     used = idx.unique().numel()
     parts.update(codes_used=used, restarted=restarted, psnr=10 * math.log10(1 / max(parts["mse"], 1e-10)))
@@ -326,7 +351,11 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step)
             x = sample_batch(images, cfg.batch_size, cfg.crop, cfg.min_crop_scale, g)
-            loss, parts = train_step(model, ema, x, cfg, perceptual, g)
+            if cfg.ae_warmup_steps and step == cfg.ae_warmup_steps:
+                with torch.no_grad():
+                    ema.seed_from(model.quant_conv(model.encoder(x * 2 - 1)), g)
+                log.info("step %d: autoencoder warm-up done, %d codes seeded from latents", step, mcfg.n_embed)
+            loss, parts = train_step(model, ema, x, cfg, perceptual, g, quantize=step >= cfg.ae_warmup_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if not math.isfinite(loss.item()):
@@ -349,6 +378,12 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
             if over and step < cfg.steps:
                 log.info("max_minutes reached at step %d; checkpointed, run again to resume", step)
                 break
+    if step <= cfg.ae_warmup_steps and images:
+        # Stopped (max_minutes) before quantisation began: seed the codes from latents so the export is a VQGAN.
+        with torch.no_grad():
+            x = sample_batch(images, max(cfg.batch_size, 16), cfg.crop, cfg.min_crop_scale, g)
+            ema.seed_from(model.quant_conv(model.encoder(x * 2 - 1)), g)
+        log.warning("stopped at step %d, inside the autoencoder warm-up: codes seeded from latents untrained", step)
     model.eval()
     out = Path(cfg.out) if cfg.out else LITE_FOLDER
     mcfg.extra = {"trained_steps": step, "train_seconds": round(time.perf_counter() - start),
