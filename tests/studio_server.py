@@ -18,7 +18,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def studio(models: list[str], *extra: str, timeout: float = 180, threads: int = 1, env: dict | None = None):
+def studio(models: list[str], *extra: str, timeout: float = 600, threads: int = 1, env: dict | None = None):
     """Run the studio on a free port until the block ends; yields its URL. Its log goes to a file beside ROOT/.."""
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
