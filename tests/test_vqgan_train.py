@@ -63,3 +63,13 @@ def test_missing_lite_vqgan_says_how_to_build_it(monkeypatch, tmp_path):
     monkeypatch.setattr(V, "LITE_FOLDER", tmp_path)
     with pytest.raises(VQGANError, match="build-vqgan"):
         load_vqgan("lite")
+
+
+def test_chroma_is_zero_on_grey_and_signed_on_colour():
+    from viz.vqgan_train import chroma
+
+    assert torch.allclose(chroma(torch.full((1, 3, 2, 2), 0.3)), torch.zeros(1, 2, 2, 2), atol=1e-6)
+    red = torch.zeros(1, 3, 1, 1)
+    red[:, 0] = 1
+    blue_minus_y, red_minus_y = chroma(red).flatten().tolist()
+    assert red_minus_y > 0.5 and blue_minus_y < 0
