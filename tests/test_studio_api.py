@@ -165,8 +165,8 @@ def test_eight_concurrent_clients_each_get_their_own_image(url):
     spec = importlib.util.spec_from_file_location("studio_load", ROOT / "bench" / "studio_load.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    stats = bench.load_test(url, model="tiny", clients=8, requests=3, steps=6, size=64)
-    print(f"\nload (tiny, 6 steps, 64 px): p50 {stats['p50_s']} s, p95 {stats['p95_s']} s, errors {stats['errors']}")
+    stats = bench.load_test(url, model="tiny", clients=8, requests=3, steps=3, size=64)
+    print(f"\nload (tiny, 3 steps, 64 px): p50 {stats['p50_s']} s, p95 {stats['p95_s']} s, errors {stats['errors']}")
     assert stats["errors"] == 0, stats["error_texts"]
     assert stats["completed"] == 24
     assert stats["distinct_images"] == 24
