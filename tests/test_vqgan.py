@@ -148,3 +148,20 @@ def test_clamp_with_grad_pulls_outside_values_back():
     x = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
     clamp_with_grad(x, 0.0, 1.0).sum().backward()  # descent lowers every value: only the one above 1 may follow
     assert x.grad.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_embedded_vqgan_ships_small_and_reconstructs_held_out_photos():
+    pytest.importorskip("skimage")
+    from brivl.lite.heldout import heldout_photos, square_view
+    from viz.vqgan import LITE_FOLDER, WEIGHTS_NAME, psnr
+
+    assert (LITE_FOLDER / WEIGHTS_NAME).stat().st_size <= 25 * 2**20
+    model = load_vqgan("lite")
+    assert model.factor == 8 and model.config.extra["heldout_psnr_db"] > 14
+    photos = heldout_photos()
+    views = torch.cat([square_view(photos[k], 128) for k in ("skimage:astronaut", "skimage:chelsea",
+                                                             "skimage:coffee", "skimage:camera")])
+    with torch.no_grad():
+        recon = model.reconstruct(views)
+    # Measured 15.07 dB (never trained on these photos); uniform grey scores 11.0 dB, each photo's mean colour 12.2.
+    assert psnr(recon, views) > 14.5

@@ -56,7 +56,7 @@ class VQGANBuildConfig:
     model: dict[str, Any] = field(default_factory=lambda: {
         "ch": 32, "ch_mult": [1, 2, 2, 4], "num_res_blocks": 1, "attn_resolutions": [], "resolution": 256,
         "z_channels": 64, "embed_dim": 16, "n_embed": 512, "norm_groups": 8})
-    steps: int = 2800
+    steps: int = 500
     batch_size: int = 16
     crop: int = 64  # training crops (px); convolutions make the model work at any multiple of its factor
     min_crop_scale: float = 0.35  # random crops cover this share of the shorter side or more, resized to `crop`
@@ -64,8 +64,8 @@ class VQGANBuildConfig:
     warmup_steps: int = 100
     l1_weight: float = 1.0
     mse_weight: float = 1.0
-    chroma_weight: float = 4.0  # extra L1 + MSE on the two chroma axes (see chroma)
-    perceptual_weight: float = 0.0  # 0 = no EfficientNet-Lite0 perceptual term
+    chroma_weight: float = 0.0  # extra L1 + MSE on the two chroma axes (see chroma)
+    perceptual_weight: float = 0.05  # 0 = no EfficientNet-Lite0 perceptual term
     beta: float = 0.25  # commitment weight
     ae_warmup_steps: int = 0  # first steps as a plain autoencoder (no quantisation); then codes start at latents
     ema_decay: float = 0.95
@@ -395,7 +395,7 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
             if over and step < cfg.steps:
                 log.info("max_minutes reached at step %d; checkpointed, run again to resume", step)
                 break
-    if step <= cfg.ae_warmup_steps and images:
+    if cfg.ae_warmup_steps and step <= cfg.ae_warmup_steps and images:
         # Stopped (max_minutes) before quantisation began: seed the codes from latents so the export is a VQGAN.
         with torch.no_grad():
             x = sample_batch(images, max(cfg.batch_size, 16), cfg.crop, cfg.min_crop_scale, g)
