@@ -114,11 +114,12 @@ def test_spherical_distance_and_cutouts():
 
 def test_models_are_left_untouched(tiny, vq):
     before = {k: v.clone() for k, v in vq.state_dict().items()}
+    grads_before = [p.grad for p in tiny.parameters()]  # the session's model may carry other tests' gradients
     tiny.train()
     try:
         vqgan_imagine(tiny, vq, "forest", steps=2, size=32, cutn=1, progress=False)
         assert tiny.training
-        assert all(p.grad is None for p in tiny.parameters())
+        assert all(p.grad is g for p, g in zip(tiny.parameters(), grads_before, strict=True))
     finally:
         tiny.eval()
     assert all(torch.equal(v, vq.state_dict()[k]) for k, v in before.items())
