@@ -189,19 +189,20 @@ def evaluate(objective: Objective, model: TwoTower, images: Tensor, views: Tenso
 
 # --- matching in the joint embedding space --------------------------------------------------------------------
 
-def _per_row(targets: Tensor, rows: int, what: str) -> Tensor:
-    """Targets [1 or k, ...] for `rows` rows: one for all, one per row, or one per image repeated over its copies."""
-    k = targets.shape[0]
-    if k == 1 or k == rows:
+def _per_row(targets: Tensor, ctx: Context, what: str) -> Tensor:
+    """Targets [1 or n, ...] for the step's views: one for all, or one per image repeated over its copies."""
+    k, n = targets.shape[0], ctx.n
+    if k not in (1, n):
+        raise ValueError(f"{what} has {k} targets for a batch of {n} images; give 1 or {n}")
+    if k == 1 or ctx.copies == 1:
         return targets
-    if rows % k == 0:
-        return targets.repeat(rows // k, *([1] * (targets.dim() - 1)))  # copy-major views: row j * k + i is image i
-    raise ValueError(f"{what} has {k} targets for a batch of {rows} images; give 1 or {rows}")
+    return targets.repeat(ctx.copies, *([1] * (targets.dim() - 1)))  # copy-major views: row j * n + i is image i
 
 
-def _rowwise_cosine(image_emb: Tensor, targets: Tensor, what: str) -> Tensor:
-    """Cosine of each image embedding [n, d] to its target [n or 1, d]."""
-    return F.cosine_similarity(image_emb, _per_row(targets, image_emb.shape[0], what).to(image_emb), dim=-1)
+def _rowwise_cosine(ctx: Context, targets: Tensor, what: str) -> Tensor:
+    """Cosine of each view's embedding to its image's target [n or 1, d]."""
+    image_emb = ctx.image_embeddings()
+    return F.cosine_similarity(image_emb, _per_row(targets, ctx, what).to(image_emb), dim=-1)
 
 
 class _PerModel:
@@ -227,7 +228,7 @@ def text_match(texts: str | Sequence[str]) -> Objective:
         raise ValueError("text_match needs at least one text")
     targets = _PerModel(lambda model: model.encode_text(texts))
     name = f"text_match({texts[0]!r})" if len(texts) == 1 else f"text_match({texts!r})"
-    return Objective(lambda ctx: _rowwise_cosine(ctx.image_embeddings(), targets(ctx.model), "text_match"),
+    return Objective(lambda ctx: _rowwise_cosine(ctx, targets(ctx.model), "text_match"),
                      name, rows=len(texts) if len(texts) > 1 else None)
 
 
@@ -241,7 +242,7 @@ def image_match(target: Tensor) -> Objective:
     else:
         targets = _PerModel(lambda model: model.encode_image(target))
     k = target.shape[0]
-    return Objective(lambda ctx: _rowwise_cosine(ctx.image_embeddings(), targets(ctx.model), "image_match"),
+    return Objective(lambda ctx: _rowwise_cosine(ctx, targets(ctx.model), "image_match"),
                      f"image_match({k})", rows=k if k > 1 else None)
 
 
@@ -287,9 +288,9 @@ def direction(vector: Tensor, layer: str | None = None) -> Objective:
 
     def fn(ctx: Context) -> Tensor:
         if layer is None:
-            return _rowwise_cosine(ctx.image_embeddings(), unit, "direction")
+            return _rowwise_cosine(ctx, unit, "direction")
         act = ctx.activation(layer)
-        v = _per_row(unit, act.shape[0], "direction").to(act)
+        v = _per_row(unit, ctx, "direction").to(act)
         if act.dim() == 4:
             return (act * v[:, :, None, None]).sum(dim=1).mean(dim=(-2, -1))
         if act.dim() == 3:
