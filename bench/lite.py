@@ -4,7 +4,8 @@
 
 - teacher agreement on the held-out real photos (scikit-image, scikit-learn, matplotlib; never trained on)
   and random crops of them: % of images whose zero-shot top-1/top-5 over the 1000 ImageNet class prompts
-  contains the EfficientNet-Lite0 classifier's top-1;
+  ("a photo of a {}.", and the recipe's 4 English label templates averaged) contains the EfficientNet-Lite0
+  classifier's top-1;
 - Chinese zero-shot over 50 Chinese class prompts (the names in tests/test_lite_quality.py) on freshly
   synthesised images of those classes and on the held-out photos whose teacher top-1 is one of them;
 - cross-lingual Recall@1 on 200 held-out English/Chinese sentence pairs, beside the text backbone alone;
@@ -47,6 +48,7 @@ def main() -> None:
     import brivl
     from brivl.lite.evaluate import chinese_zero_shot, cross_lingual_retrieval
     from brivl.lite.heldout import teacher_agreement
+    from brivl.lite.recipe import LABEL_PROMPTS_EN
 
     result: dict = {"model": args.model}
     with tempfile.TemporaryDirectory() as cold:
@@ -55,6 +57,9 @@ def main() -> None:
     t = time.perf_counter()
     model = brivl.load(args.model)
     result["teacher_agreement"] = teacher_agreement(model, crops_per_photo=args.crops)
+    # The recipe's English label templates averaged per class (a prompt ensemble, as CLIP-style evaluations use).
+    result["teacher_agreement_ensemble"] = teacher_agreement(model, crops_per_photo=args.crops,
+                                                             templates=LABEL_PROMPTS_EN)
     result["chinese_zero_shot"] = chinese_zero_shot(model, ZH_TEST_NAMES, crops_per_photo=args.crops)
     result["cross_lingual"] = cross_lingual_retrieval(model)
     result["eval_s"] = round(time.perf_counter() - t, 1)
@@ -62,6 +67,9 @@ def main() -> None:
     ta, zh, xl = result["teacher_agreement"], result["chinese_zero_shot"], result["cross_lingual"]
     print(f"model {args.model}: load cold {result['load_cold_s']:.1f} s, warm {result['load_warm_s']:.1f} s")
     print(f"teacher agreement on {ta['images']} held-out photo views: top-1 {ta['top1']:.1f}%  top-5 {ta['top5']:.1f}%")
+    te = result["teacher_agreement_ensemble"]
+    print(f"  with the {len(LABEL_PROMPTS_EN)} English label templates averaged: top-1 {te['top1']:.1f}%  "
+          f"top-5 {te['top5']:.1f}%")
     for name, r in zh.items():
         print(f"Chinese zero-shot (50 classes), {name} ({r['images']} images): top-1 {r['top1']:.1f}%  "
               f"top-5 {r['top5']:.1f}%")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import brivl
-from brivl.lite.recipe import BuildConfig, build_default
+from brivl.lite.recipe import BuildConfig, build_default, class_prompt_embeddings
+from brivl.lite.teacher_init import class_space_map
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +28,16 @@ def test_tiny_build_makes_a_loadable_model_and_a_report(tmp_path):
     refined = [json.loads(line) for line in (work / "run-refine" / "metrics.jsonl").read_text().splitlines()]
     assert len(refined) == 2 and all(m["loss_distill"] >= 0 for m in refined)  # the refine run went on from it
     assert json.loads((work / "run-refine" / "train_config.json").read_text())["batch_size"] == 16
+    # The align stage set the exported image head from the teacher's classifier and the refined text head.
+    assert (work / "aligned" / "source.txt").read_text().startswith(str(work / "run-refine"))
+    aligned = brivl.load(work / "aligned")
+    classifier = aligned.imgencoder.backbone.get_classifier()
+    m, c = class_space_map(classifier.weight, classifier.bias, class_prompt_embeddings(aligned, work / "cache"))
+    conv = aligned.imgencoder.learnable["max_pool"][0]
+    assert torch.allclose(conv.weight.flatten(1), m, atol=1e-4 * m.abs().max().item())
+    assert torch.allclose(conv.bias, c, atol=1e-4 * c.abs().max().item())
+    exported = brivl.load(tmp_path / "lite").imgencoder.learnable["max_pool"][0].weight
+    assert torch.allclose(exported, conv.weight, rtol=1e-3, atol=1e-4)  # what ships is that head, in fp16
     heads = tmp_path / "lite" / "model.safetensors"
     assert heads.stat().st_size < 25 * 2**20
     model = brivl.load(tmp_path / "lite")

@@ -12,6 +12,12 @@ Stages, each resumable and written under the work folder:
    refine  - a second run from the first one's heads with a larger batch, a cosine schedule and the distillation
              term weighted up (`refine:` in the config; measured on the shipped build: held-out teacher top-5
              15.8% after the first run, 36.3% after 800 refine steps);
+   align   - the image head set in closed form: the teacher's linear classifier mapped into the text head's
+             space through the least-squares fit of its logits by the class-prompt embeddings
+             (brivl.lite.teacher_init); held-out teacher top-5 36.3% -> 71.9% ("a photo of a {}.") on the
+             shipped build, since heads trained on synthetic images generalise to real photos far less well
+             than the teacher's own map; KD fine-tuning after it on the synthetic cache lost that again (76 -> 9%
+             in 25 steps at lr 1e-5), so it comes last;
 5. export  - the heads as fp16 safetensors + config (the package's brivl-lite);
 6. eval    - zero-shot agreement with the teacher on the held-out real photos (never trained on).
 """
@@ -105,6 +111,7 @@ class BuildConfig:
     seed: int = 0
     eval_crops: int = 8  # random crops per held-out photo, besides the whole photo
     refine: dict[str, Any] = dataclasses.field(default_factory=dict)  # {steps, batch_size, lr, distill_weight}; {} = none
+    align: bool = True  # set the image head from the teacher's classifier after training (brivl.lite.teacher_init)
 
     @classmethod
     def load(cls, path: str | Path) -> BuildConfig:
@@ -294,6 +301,46 @@ def stage_refine(cfg: BuildConfig, work: Path, trained: Path, progress: bool = T
         distill={"weight": float(r.get("distill_weight", cfg.distill_weight)), "classes": cfg.distill_classes})
 
 
+@torch.no_grad()
+def class_prompt_embeddings(model, cache: Path, batch: int = 250) -> torch.Tensor:
+    """Each class's mean text embedding over its cached label prompts [classes, d], unit length."""
+    from ..feature_cache import FeatureCacheDataset
+
+    ds = FeatureCacheDataset(cache)
+    if not ds.label_shape:
+        raise ConfigError(f"{cache} holds no label prompts; the align stage needs a cache built with labels")
+    n_classes, per_class = ds.label_shape
+    text = model.textencoder.eval()
+    total = torch.zeros(n_classes, model.config.embed_dim)
+    for p in range(per_class):
+        for start in range(0, n_classes, batch):
+            classes = torch.arange(start, min(start + batch, n_classes))
+            hidden, mask = ds.labels(classes, torch.full_like(classes, p))
+            total[classes] += text(None, mask, hidden)
+    return torch.nn.functional.normalize(total, dim=-1)
+
+
+def stage_align(cfg: BuildConfig, work: Path, trained: Path) -> Path:
+    """The image head from the teacher's classifier and the trained text head's class prompts (brivl.lite.teacher_init)."""
+    from ..hub import load
+    from .teacher_init import init_image_head_from_classifier
+
+    if not cfg.align:
+        return trained
+    out = work / "aligned"
+    # Keyed by the run it starts from, so a retrained text head is never paired with a stale image head.
+    source = out / "source.txt"
+    if (out / "model.safetensors").is_file() and source.is_file() and source.read_text() == str(trained):
+        return out
+    model = load(trained).eval()
+    classifier = model.imgencoder.backbone.get_classifier()
+    init_image_head_from_classifier(model.imgencoder, classifier.weight, classifier.bias,
+                                    class_prompt_embeddings(model, work / "cache"))
+    model.save_pretrained(out, backbones=False)
+    atomic_write_bytes(source, str(trained).encode())
+    return out
+
+
 def stage_export(cfg: BuildConfig, trained: Path) -> Path:
     """Write the heads (fp16) and config where `brivl.load("brivl-lite")` finds them."""
     from ..hub import LITE_FOLDER, load
@@ -334,6 +381,9 @@ def build_default(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     t = time.perf_counter()
     trained = stage_refine(cfg, work, trained, progress)
     timings["refine_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    trained = stage_align(cfg, work, trained)
+    timings["align_s"] = time.perf_counter() - t
     out = stage_export(cfg, trained)
     report = {**stage_eval(cfg, out), **{k: round(v, 1) for k, v in timings.items()}, "out": str(out)}
     atomic_write_bytes(work / "report.json", json.dumps(report, indent=2).encode())
