@@ -5,6 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .errors import StudioInputError, check_image_file
 from .models import ModelPool
 from .stream import StopFlags
 
@@ -105,6 +106,17 @@ def upload_image(label: str, elem_id: str) -> gr.Image:
             return getattr(payload, "path", None)
 
     image.preprocess = preprocess
+
+    def vet(path):
+        # Checked as it arrives: a file the browser cannot show would otherwise sit there as a broken picture.
+        try:
+            check_image_file(path)
+        except StudioInputError as e:
+            gr.Warning(str(e), duration=None)
+            return None
+        return gr.skip()
+
+    image.upload(vet, image, image, show_progress="hidden", queue=False)
     return image
 
 

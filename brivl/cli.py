@@ -19,15 +19,18 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
-def _render_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=256, help="optimisation steps (default 256)")
-    p.add_argument("--size", type=int, help="image side in pixels (default: the model's input size)")
+def _render_args(p: argparse.ArgumentParser, vqgan: bool = False) -> None:
+    also = "; with --vqgan {}" if vqgan else ""
+    p.add_argument("--steps", type=int, default=256, help=f"optimisation steps (default 256{also.format(100)})")
+    p.add_argument("--size", type=int,
+                   help=f"image side in pixels (default: the model's input size{also.format(256)})")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise and the transforms (default 0)")
     p.add_argument("--param", choices=["fft", "pixel"], default="fft",
                    help="image parameterisation: Fourier spectrum or plain pixels (default fft)")
     p.add_argument("--no-decorrelate", dest="decorrelate", action="store_false",
                    help="optimise RGB directly instead of decorrelated colour axes")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--lr", type=float, default=0.05,
+                   help=f"Adam learning rate (default 0.05{also.format('0.1 for z tokens, 0.5 for logits')})")
 
 
 def _vqgan_args(p: argparse.ArgumentParser, figure: bool = False) -> None:
@@ -120,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", help="the text to imagine (given alone, the model is brivl-lite)")
     p.add_argument("-o", "--output", default="imagine.png", help="the PNG to write; its settings go to a .json "
                                                                   "beside it (default: imagine.png)")
-    _render_args(p)
+    _render_args(p, vqgan=True)
     _vqgan_args(p)
 
     p = sub.add_parser("neuron", help="neuron visualisation: maximise one channel of a layer, under an optional text")

@@ -106,12 +106,16 @@ def test_a_bad_upload_shows_a_readable_message_and_the_studio_keeps_serving(brow
     page.goto(url)
     page.get_by_role("tab", name="Patches").click()
     page.locator("#patches-image input[type=file]").set_input_files(str(bad))
-    page.locator("#patches-text textarea").fill("the sun")
-    page.locator("#patches-run").click()
+    # Said as soon as it is uploaded, and the upload is cleared instead of showing as a broken picture.
     message = page.get_by_text("holiday.png: not an image file")
     message.first.wait_for(timeout=300_000)
     page.wait_for_timeout(800)  # the message box slides in
     page.screenshot(path=str(artifacts / "studio-bad-upload.png"))
+    assert page.locator("#patches-image img").count() == 0
+    # Running anyway asks for a picture, in words.
+    page.locator("#patches-text textarea").fill("the sun")
+    page.locator("#patches-run").click()
+    page.get_by_text("no image: upload a picture").first.wait_for(timeout=300_000)
     # Still serving: the same page runs Imagine afterwards.
     page.get_by_role("tab", name="Imagine").click()
     page.locator("#imagine-prompt textarea").fill("mountains with forests")

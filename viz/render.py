@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -13,6 +14,7 @@ from brivl.twotower import TwoTower
 from . import transforms as T
 from .objectives import Context, Objective, capture_layers
 from .param import ImageParam, ParamKind, image
+from .relu_redirect import redirected_relus
 
 ProgressCallback = Callable[[int, Tensor], None]
 TransformSpec = str | T.Compose | Sequence[T.Transform] | None
@@ -91,6 +93,7 @@ def render(
     progress: bool | None = None,
     init: ImageParam | None = None,
     copies: int = 1,
+    redirect_relu: bool = True,
 ) -> Render:
     """Maximise objective over a seeded batch of images; the model stays frozen and unchanged.
 
@@ -101,6 +104,8 @@ def render(
     `init` replaces the seeded parameterisation with one of your own (param, decorrelate and size are ignored).
     `copies` differently transformed copies of each image are encoded every step and the objective averaged
     over them: a smoother gradient, fewer adversarial textures, `copies` times the compute per step.
+    `redirect_relu` lets gradients through ReLU/ReLU6 units for images that would otherwise get none
+    (viz.relu_redirect), so a render can start where the units it needs are dead, e.g. from a flat image.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -132,8 +137,9 @@ def render(
     try:
         from tqdm.auto import tqdm
 
-        with capture_layers(model, objective.layers) as cap, tqdm(total=steps, disable=not progress,
-                                                                    desc=objective.name[:40]) as bar:
+        redirect = redirected_relus(model) if redirect_relu and isinstance(model, nn.Module) else nullcontext()
+        with redirect, capture_layers(model, objective.layers) as cap, tqdm(total=steps, disable=not progress,
+                                                                              desc=objective.name[:40]) as bar:
             for step in range(steps):
                 images = init()
                 _check_finite(images, "the image", step, steps, lr)
