@@ -116,7 +116,7 @@ def upload_image(label: str, elem_id: str) -> gr.Image:
             return None
         return gr.skip()
 
-    image.upload(vet, image, image, show_progress="hidden", queue=False)
+    image.upload(vet, image, image, show_progress="hidden")  # queued: gr.Warning reaches the page only so
     return image
 
 
