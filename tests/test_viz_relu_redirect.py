@@ -26,10 +26,12 @@ def test_a_dead_unit_gets_a_gradient_only_within_the_block_and_values_stay():
     (grad,) = torch.autograd.grad(y[:, 0].mean(), x)
     assert y.abs().max() == 0 and grad.abs().max() == 0
     # Gradients of a loss to minimise, as render takes them: the loss is minus the channel.
-    with redirected_relus(net) as n:
+    with redirected_relus(net) as state:
         y2 = net(x)
         (grad2,) = torch.autograd.grad(-y2[:, 0].mean(), x)
-    assert n == 1 and torch.equal(y2, y)
+        state.active = False  # switched off: the usual (zero) gradient again
+        (off,) = torch.autograd.grad(-net(x)[:, 0].mean(), x)
+    assert state.count == 1 and torch.equal(y2, y) and off.abs().max() == 0
     assert (grad2 < 0).all()  # a descent step raises every input, towards the live range
     assert net[1].inplace and not net[1]._forward_hooks  # restored
     # Minimising the dead channel would push it further down: that gradient stays blocked.

@@ -48,9 +48,18 @@ def _bounds(module: nn.Module) -> tuple[float, float | None] | None:
     return None
 
 
+class Redirect:
+    """What `redirected_relus` yields: how many modules it patched, and a switch (`active`) for later steps."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.active = True
+
+
 @contextmanager
-def redirected_relus(model: nn.Module) -> Iterator[int]:
-    """Within the block, the model's ReLU/ReLU6 modules redirect dead gradients; yields how many were patched."""
+def redirected_relus(model: nn.Module) -> Iterator[Redirect]:
+    """Within the block, the model's ReLU/ReLU6 modules redirect dead gradients while `active` is set."""
+    state = Redirect()
     patched: list[tuple[nn.Module, bool, torch.utils.hooks.RemovableHandle]] = []
     try:
         for module in model.modules():
@@ -62,10 +71,11 @@ def redirected_relus(model: nn.Module) -> Iterator[int]:
 
             def hook(mod: nn.Module, args: tuple, out: Tensor, lo: float = bounds[0], hi: float | None = bounds[1]):
                 x = args[0]
-                return _RedirectedClamp.apply(x, lo, hi) if x.requires_grad else out
+                return _RedirectedClamp.apply(x, lo, hi) if state.active and x.requires_grad else out
 
             patched.append((module, inplace, module.register_forward_hook(hook)))
-        yield len(patched)
+        state.count = len(patched)
+        yield state
     finally:
         for module, inplace, handle in patched:
             handle.remove()

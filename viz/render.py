@@ -24,6 +24,9 @@ TransformSpec = str | T.Compose | Sequence[T.Transform] | None
 _TRANSFORM_SEED_OFFSET = 0x5EED
 
 
+REDIRECT_STEPS = 32  # steps with redirected ReLU gradients at the start of a render
+
+
 class Render(NamedTuple):
     """What `render` returns: final images [n,3,H,W] in [0,1] and the objective per step and row [steps, n]."""
 
@@ -105,7 +108,8 @@ def render(
     `copies` differently transformed copies of each image are encoded every step and the objective averaged
     over them: a smoother gradient, fewer adversarial textures, `copies` times the compute per step.
     `redirect_relu` lets gradients through ReLU/ReLU6 units for images that would otherwise get none
-    (viz.relu_redirect), so a render can start where the units it needs are dead, e.g. from a flat image.
+    (viz.relu_redirect) during the first REDIRECT_STEPS steps, so a render can start where the units it
+    needs are dead, e.g. from a flat image.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -138,9 +142,12 @@ def render(
         from tqdm.auto import tqdm
 
         redirect = redirected_relus(model) if redirect_relu and isinstance(model, nn.Module) else nullcontext()
-        with redirect, capture_layers(model, objective.layers) as cap, tqdm(total=steps, disable=not progress,
-                                                                              desc=objective.name[:40]) as bar:
+        with redirect as redirecting, capture_layers(model, objective.layers) as cap, \
+                tqdm(total=steps, disable=not progress, desc=objective.name[:40]) as bar:
             for step in range(steps):
+                if redirecting is not None:
+                    # Only the start needs it (dead units come alive or never will); it costs ~20% a step.
+                    redirecting.active = step < REDIRECT_STEPS
                 images = init()
                 _check_finite(images, "the image", step, steps, lr)
                 if callback is not None and step % every == 0:
