@@ -73,3 +73,36 @@ def test_chroma_is_zero_on_grey_and_signed_on_colour():
     red[:, 0] = 1
     blue_minus_y, red_minus_y = chroma(red).flatten().tolist()
     assert red_minus_y > 0.5 and blue_minus_y < 0
+
+
+def _write_images(folder, names):
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True)
+    for i, name in enumerate(names):
+        Image.new("RGB", (16, 16), (10 * i, 0, 0)).save(folder / "images" / name)
+
+
+def test_image_kinds_pick_the_recipe_images_by_prefix(tmp_path):
+    from brivl.config import ConfigError
+    from viz.vqgan_train import training_images
+
+    _write_images(tmp_path, ["synth-0.png", "mosaic-0.png", "mosaic-1.png", "proc-000000.png"])
+    every = training_images(VQGANBuildConfig(images=str(tmp_path)), progress=False)
+    picked = training_images(VQGANBuildConfig(images=str(tmp_path), image_kinds=["synth", "mosaic"]), progress=False)
+    assert len(every) == 4 and len(picked) == 3
+    # red channel = 10 x the order written (synth 0, mosaic 10 and 20, proc 30); read in sorted name order, proc out
+    assert [int(t[0, 0, 0]) for t in picked] == [10, 20, 0]
+    with pytest.raises(ConfigError, match="image_kinds"):
+        training_images(VQGANBuildConfig(images=str(tmp_path), image_kinds=["photo"]), progress=False)
+
+
+def test_codes_start_at_encoder_outputs_without_a_warm_up(tmp_path):
+    folder = tmp_path / "lite"
+    _write_images(folder, [f"proc-{i:06d}.png" for i in range(6)])
+    cfg = _cfg(tmp_path, steps=1, images=folder).__dict__ | {"ae_warmup_steps": 0, "log_every": 1}
+    build_vqgan(VQGANBuildConfig(**cfg), progress=False)
+    line = json.loads((tmp_path / "work" / "metrics.jsonl").read_text().splitlines()[0])
+    # Seeded from 4 crops' latents (4 x 2 x 2 = 16 vectors for 16 codes), the first step uses all 16 (measured);
+    # codes drawn from N(0, 1), far from the encoder's small outputs, left 3 in use.
+    assert line["codes_used"] >= 12, line

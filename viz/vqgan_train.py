@@ -1,8 +1,9 @@
 """`brivl build-vqgan`: train the embedded VQGAN ("vqgan-lite") on images made offline, then measure it.
 
 The training images are the brivl-lite recipe's own (DeepInversion class images, mosaics of them, procedural
-images: `brivl.lite.recipe.stage_images`, made when the folder is empty). The real photos that packages ship
-(`brivl.lite.heldout`) are never trained on: the reconstruction PSNR is measured on them.
+images: `brivl.lite.recipe.stage_images`, made when the folder is empty); `image_kinds` picks among them. The
+real photos that packages ship (`brivl.lite.heldout`) are never trained on: the reconstruction PSNR is measured
+on them.
 
 Losses: L1 + MSE on pixels, a perceptual term on the packaged EfficientNet-Lite0's early feature maps, and the
 VQ commitment term; the codebook follows an exponential moving average of its assigned encoder outputs, and
@@ -51,6 +52,7 @@ class VQGANBuildConfig:
 
     images: str = "build/brivl-lite"  # a brivl-lite work folder: its images/ are trained on (made when absent)
     make_images: dict[str, Any] = field(default_factory=dict)  # BuildConfig overrides for making them
+    image_kinds: list[str] = field(default_factory=list)  # file-name prefixes to train on (synth, mosaic, proc); [] = all
     work: str = "build/vqgan-lite"  # checkpoints, metrics.jsonl, report.json
     out: str = ""  # "" = the package's brivl/assets/vqgan-lite
     model: dict[str, Any] = field(default_factory=lambda: {
@@ -104,6 +106,12 @@ def training_images(cfg: VQGANBuildConfig, progress: bool = True) -> list[Tensor
     files = [f for f in files if not f.name.endswith(".tmp.png")]
     if not files:
         raise ConfigError(f"{work / 'images'}: no training images (and the recipe made none)")
+    if cfg.image_kinds:
+        kinds = tuple(f"{k}-" for k in cfg.image_kinds)
+        files = [f for f in files if f.name.startswith(kinds)]
+        if not files:
+            raise ConfigError(f"{work / 'images'}: no images of the kinds {cfg.image_kinds} (image_kinds); the "
+                              f"recipe names them synth-*, mosaic-*, proc-*")
     out = []
     for f in files:
         with Image.open(f) as im:
@@ -368,10 +376,12 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step)
             x = sample_batch(images, cfg.batch_size, cfg.crop, cfg.min_crop_scale, g)
-            if cfg.ae_warmup_steps and step == cfg.ae_warmup_steps:
+            if step == cfg.ae_warmup_steps:
+                # Codes start at the encoder's own outputs: codes drawn at random lie far from them, everything maps
+                # to one or two codes and the rest wait ~70 steps to be restarted as dead.
                 with torch.no_grad():
                     ema.seed_from(model.quant_conv(model.encoder(x * 2 - 1)), g)
-                log.info("step %d: autoencoder warm-up done, %d codes seeded from latents", step, mcfg.n_embed)
+                log.info("step %d: %d codes seeded from latents", step, mcfg.n_embed)
             loss, parts = train_step(model, ema, x, cfg, perceptual, g, quantize=step >= cfg.ae_warmup_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -404,7 +414,7 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
     model.eval()
     out = Path(cfg.out) if cfg.out else LITE_FOLDER
     mcfg.extra = {"trained_steps": step, "train_seconds": round(time.perf_counter() - start),
-                  "recipe": "brivl build-vqgan", "images": "brivl-lite recipe (synthetic, mosaics, procedural)"}
+                  "recipe": "brivl build-vqgan", "images": "brivl-lite recipe: " + (", ".join(cfg.image_kinds) or "synth, mosaic, proc")}
     save_vqgan(model, out, dtype=getattr(torch, cfg.dtype))
     exported = load_vqgan_folder(out)  # measure what ships (fp16 round trip), not the float32 training copy
     report = {"steps": step, "complete": step >= cfg.steps, "train_s": round(time.perf_counter() - start),
