@@ -157,11 +157,12 @@ def test_embedded_vqgan_ships_small_and_reconstructs_held_out_photos():
 
     assert (LITE_FOLDER / WEIGHTS_NAME).stat().st_size <= 25 * 2**20
     model = load_vqgan("lite")
-    assert model.factor == 8 and model.config.extra["heldout_psnr_db"] > 14
+    assert model.factor == 8 and model.config.extra["heldout_psnr_db"] > 20
     photos = heldout_photos()
     views = torch.cat([square_view(photos[k], 128) for k in ("skimage:astronaut", "skimage:chelsea",
                                                              "skimage:coffee", "skimage:camera")])
     with torch.no_grad():
         recon = model.reconstruct(views)
-    # Measured 15.07 dB (never trained on these photos); uniform grey scores 11.0 dB, each photo's mean colour 12.2.
-    assert psnr(recon, views) > 14.5
+    # Measured 19.71 dB (never trained on these photos); uniform grey scores 11.0 dB, each photo's mean colour 12.2,
+    # bicubic down and up by the model's factor 8 (what the latent grid alone keeps) 19.82.
+    assert psnr(recon, views) > 19.2

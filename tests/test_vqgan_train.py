@@ -106,3 +106,16 @@ def test_codes_start_at_encoder_outputs_without_a_warm_up(tmp_path):
     # Seeded from 4 crops' latents (4 x 2 x 2 = 16 vectors for 16 codes), the first step uses all 16 (measured);
     # codes drawn from N(0, 1), far from the encoder's small outputs, left 3 in use.
     assert line["codes_used"] >= 12, line
+
+
+def test_resuming_under_another_recipe_is_refused_and_the_checkpoint_kept(tmp_path):
+    from brivl.config import ConfigError
+
+    build_vqgan(_cfg(tmp_path, steps=2), progress=False)
+    meta = (tmp_path / "work" / "train_state.json").read_text()
+    with pytest.raises(ConfigError, match=r"lr: 0\.002 -> 0\.01"):
+        build_vqgan(_cfg(tmp_path, steps=4, lr=1e-2), progress=False)
+    assert (tmp_path / "work" / "train_state.json").read_text() == meta
+    assert json.loads((tmp_path / "work" / "build_config.json").read_text())["lr"] == 2e-3
+    # more steps (and the other run-length settings) may change: the run continues
+    assert build_vqgan(_cfg(tmp_path, steps=3, max_minutes=5.0), progress=False)["steps"] == 3

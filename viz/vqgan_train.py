@@ -338,12 +338,31 @@ def heldout_psnr(model: VQGAN, size: int = 256) -> dict[str, Any]:
 
 # --- the recipe -----------------------------------------------------------------------------------------------
 
+# Settings a run may change when it resumes; any other change would continue one run under another's recipe.
+_RESUME_FREE = {"steps", "max_minutes", "save_every", "log_every", "out", "work", "images", "make_images",
+                "eval_size", "dtype"}
+
+
+def _check_resumable(cfg: VQGANBuildConfig, work: Path) -> None:
+    """Refuse to resume a checkpoint in `work` that was trained with other recipe settings."""
+    saved = work / "build_config.json"
+    if not (work / META_NAME).is_file() or not saved.is_file():
+        return
+    before, now = json.loads(saved.read_text()), dataclasses.asdict(cfg)
+    changed = sorted(k for k in now if k not in _RESUME_FREE and before.get(k, now[k]) != now[k])
+    if changed:
+        raise ConfigError(f"{work} holds a checkpoint trained with other settings ({', '.join(changed)}: "
+                          f"{', '.join(f'{before.get(k)!r} -> {now[k]!r}' for k in changed)}); "
+                          f"set `work` to a new folder, or delete {work / META_NAME} to start over")
+
+
 def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the VQGAN, export it (fp16 safetensors + JSON), measure it on held-out photos."""
     from tqdm.auto import tqdm
 
     work = Path(cfg.work)
     work.mkdir(parents=True, exist_ok=True)
+    _check_resumable(cfg, work)
     atomic_write_bytes(work / "build_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     torch.manual_seed(cfg.seed)  # the model's initial weights
     mcfg = VQGANConfig(**cfg.model, name="vqgan-lite")
