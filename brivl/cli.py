@@ -404,9 +404,10 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     names = [Path(p).name for p in args.images]
     width = max(len(n) for n in names)
     print(f"cosine similarity ({model.config.name}, {model.embed_dim}-d)")
-    print(" " * width + "".join(f" {f'[{j}]':>6}" for j in range(len(texts))))
+    # Absolute cosines of a joint space are small and model-specific; the ranking in a row is what zero-shot uses.
+    print(" " * width + "".join(f" {f'[{j}]':>6}" for j in range(len(texts))) + "  best")
     for name, row in zip(names, sims):
-        print(f"{name:<{width}}" + "".join(f" {v:+.3f}" for v in row.tolist()))
+        print(f"{name:<{width}}" + "".join(f" {v:+.3f}" for v in row.tolist()) + f"  [{int(row.argmax())}]")
     for j, t in enumerate(texts):
         print(f"[{j}] {t}")
     return 0

@@ -179,17 +179,18 @@ def test_similarity_table(capsys, images, model):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == "cosine similarity (tiny, 32-d)"
-    assert lines[1].split() == ["[0]", "[1]"]
-    table = {}
+    assert lines[1].split() == ["[0]", "[1]", "best"]
+    table, best = {}, {}
     for line in lines[2:4]:
-        name, *values = line.split()
-        table[name] = [float(v) for v in values]
+        name, *values, top = line.split()
+        table[name], best[name] = [float(v) for v in values], top
     assert list(table) == [p.name for p in images]
     assert lines[4:] == ["[0] a cat", "[1] the sea"]
     got = torch.tensor([table[p.name] for p in images])
     assert got.shape == (2, 2)
     expected = (model.encode_image(load_images(images, 128)) @ model.encode_text(texts).T).detach()
     assert torch.allclose(got, expected, atol=1e-3)
+    assert [best[p.name] for p in images] == [f"[{j}]" for j in expected.argmax(1).tolist()]
 
 
 # --- errors: exit status 2, one line on stderr, nothing saved -------------------------------------
