@@ -777,9 +777,12 @@ def cmd_phrases(args: argparse.Namespace) -> int:
             index = _phrase_index(args, model, label)
             m = index.meta
             rate = f", {m['phrases_per_s']:,.0f} phrases/s" if m.get("phrases_per_s") else ""
+            total = m.get("embed_seconds_all_runs")
+            resumed = m.get("computed", len(index)) < len(index) and total is not None
+            runs = f" ({total:.1f} s of embedding over all the runs that built it)" if resumed else ""
             print(f"{index.folder}: {len(index):,} phrases x {index.dim} ({m['dtype']}, "
                   f"{m.get('bytes', 0) / 2**20:.1f} MiB) from {m['source']}; built in "
-                  f"{m.get('build_seconds', 0):.1f} s{rate}")
+                  f"{m.get('build_seconds', 0):.1f} s{rate}{runs}")
             return 0
         index = _phrase_index(args, model, label, build=False)
         hits = index.search(model, args.queries, k=args.k)

@@ -117,7 +117,7 @@ def test_interrupted_build_resumes_only_missing_shards(tiny, tmp_path, words, mo
 
     with pytest.raises(KeyboardInterrupt):
         P.build_index(tiny, folder, words, batch_size=8, shard_size=25, progress=False, callback=stop_after_shard_1)
-    assert [p.shard for p in seen] == [0, 1] and seen[0].shards == 5
+    assert [p.shard for p in seen] == [0, 1] and seen[0].shards == 5 and all(p.computed for p in seen)
     assert sorted(f.name for f in (folder / "shards").iterdir()) == ["shard-00000.safetensors",
                                                                     "shard-00001.safetensors"]
     with pytest.raises(P.PhraseIndexError, match="not finished"):
@@ -133,6 +133,11 @@ def test_interrupted_build_resumes_only_missing_shards(tiny, tmp_path, words, mo
     assert encoded == [words[i] for i in by_length[50:]]  # shards are runs of the length-sorted order
     assert torch.equal(index.embeddings, reference.embeddings) and index.phrases == reference.phrases
     assert not (folder / "shards").exists() and index.meta["complete"] and index.meta["computed"] == 70
+    # The embedding time of all five shards, the two of the interrupted run included (kept in the shards' metadata).
+    first_run = sum(p.seconds for p in seen)
+    this_run = sum(p.seconds for p in progress if p.computed)
+    assert index.meta["embed_seconds_all_runs"] == pytest.approx(first_run + this_run, abs=2e-3)
+    assert index.meta["embed_seconds_all_runs"] > this_run > 0
 
 
 def test_index_folder_refuses_foreign_files_and_bad_queries(tiny, tmp_path, words):

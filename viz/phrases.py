@@ -180,7 +180,8 @@ def default_index_folder(model: TwoTower, phrases: PhraseList, root: str | Path 
 
 @dataclass
 class BuildProgress:
-    """One finished shard: `computed` is False when it was already on disk (a resumed build)."""
+    """One finished shard: `computed` is False when it was already on disk (a resumed build); `seconds` is the
+    time it took to embed (or, when read back, to read)."""
 
     shard: int
     shards: int
@@ -296,20 +297,22 @@ def _shard_path(folder: Path, s: int) -> Path:
     return folder / SHARDS / f"shard-{s:05d}.safetensors"
 
 
-def _read_shard(path: Path, key: str, n: int) -> Tensor | None:
-    """A finished shard of this build, or None (absent, from another build, damaged)."""
+def _read_shard(path: Path, key: str, n: int) -> tuple[Tensor, float | None] | None:
+    """A finished shard of this build and the seconds it took to embed, or None (absent, foreign, damaged)."""
     if not path.is_file():
         return None
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            if (f.metadata() or {}).get("key") != key:
+            meta = f.metadata() or {}
+            if meta.get("key") != key:
                 return None
             emb = f.get_tensor("embeddings")
+        seconds = float(meta["seconds"]) if "seconds" in meta else None
     except Exception:  # noqa: BLE001 - any unreadable shard is recomputed
         return None
-    return emb if emb.shape[0] == n else None
+    return (emb, seconds) if emb.shape[0] == n else None
 
 
 def _clear(folder: Path) -> None:
@@ -365,13 +368,14 @@ def build_index(model: TwoTower, folder: str | Path, phrases: PhraseList | str |
     if was_training:
         model.eval()  # dropout off while embedding; restored below
     try:
-        matrix, computed, seconds = _embed_shards(model, folder, texts, order, key, batch_size, shard_size, progress,
-                                                  callback)
+        matrix, computed, seconds, embed_all = _embed_shards(model, folder, texts, order, key, batch_size, shard_size,
+                                                             progress, callback)
     finally:
         if was_training:
             model.train()
     meta.update(dim=int(matrix.shape[1]), complete=True, build_seconds=round(seconds, 3), computed=computed,
                 phrases_per_s=round(computed / seconds, 1) if computed and seconds > 0 else None,
+                embed_seconds_all_runs=None if embed_all is None else round(embed_all, 3),
                 bytes=(folder / MATRIX).stat().st_size)
     _write_meta(folder, meta)
     shutil.rmtree(folder / SHARDS, ignore_errors=True)
@@ -380,8 +384,12 @@ def build_index(model: TwoTower, folder: str | Path, phrases: PhraseList | str |
 
 def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[int], key: str, batch_size: int,
                   shard_size: int, progress: bool | None,
-                  callback: Callable[[BuildProgress], None] | None) -> tuple[Tensor, int, float]:
-    """Embed (or read back) every shard, then write the matrix in source order; returns it, #computed, seconds."""
+                  callback: Callable[[BuildProgress], None] | None) -> tuple[Tensor, int, float, float | None]:
+    """Embed (or read back) every shard, then write the matrix in source order.
+
+    Returns the matrix, how many phrases this run embedded, this run's seconds, and the embedding seconds of every
+    shard summed over all the runs that made them (None when a shard predates that record).
+    """
     n = len(texts)
     shards = (n + shard_size - 1) // shard_size
     show = sys.stderr.isatty() if progress is None else progress
@@ -390,13 +398,14 @@ def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[i
     t0 = time.perf_counter()
     parts: list[Tensor] = []
     computed = 0
+    embed_all: float | None = 0.0
     with tqdm(total=n, disable=not show, desc="phrase index", unit="phrase", smoothing=0.1) as bar:
         for s in range(shards):
             rows = order[s * shard_size:(s + 1) * shard_size]
             path = _shard_path(folder, s)
             t_shard = time.perf_counter()
-            emb = _read_shard(path, key, len(rows))
-            fresh = emb is None
+            found = _read_shard(path, key, len(rows))
+            fresh = found is None
             if fresh:
                 out = []
                 for b in range(0, len(rows), batch_size):
@@ -404,16 +413,21 @@ def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[i
                     out.append(model.encode_text(batch).detach().to("cpu", torch.float16))
                     bar.update(len(batch))
                 emb = torch.cat(out)
-                save_safetensors({"embeddings": emb}, path, metadata={"key": key, "shard": str(s)})
+                shard_s = time.perf_counter() - t_shard
+                # The shard keeps its own embedding time, so a build resumed over several runs can report the total.
+                save_safetensors({"embeddings": emb}, path,
+                                 metadata={"key": key, "shard": str(s), "seconds": repr(shard_s)})
                 computed += len(rows)
             else:
+                emb, shard_s = found
                 bar.update(len(rows))
+            embed_all = None if embed_all is None or shard_s is None else embed_all + shard_s
             parts.append(emb)
             if callback is not None:
                 callback(BuildProgress(s, shards, min((s + 1) * shard_size, n), n, fresh,
-                                       time.perf_counter() - t_shard))
+                                       shard_s if fresh else time.perf_counter() - t_shard))
     sorted_emb = torch.cat(parts)
     matrix = torch.empty_like(sorted_emb)
     matrix[torch.tensor(order)] = sorted_emb
     save_safetensors({"embeddings": matrix}, folder / MATRIX, metadata={"key": key})
-    return matrix, computed, time.perf_counter() - t0
+    return matrix, computed, time.perf_counter() - t0, embed_all
