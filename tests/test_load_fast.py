@@ -194,3 +194,12 @@ def test_tied_weights_are_built_the_slow_way():
     assert not shares_parameters(tied)
     tied[1].weight = tied[0].weight
     assert shares_parameters(tied)
+
+
+def test_a_self_contained_tokenizer_waits_for_first_use(tiny_folder, tmp_path):
+    model = BriVL.from_folder(tiny_folder)
+    assert model._tokenizer is None and model._tokenizer_pending  # not built by the load
+    model.save_pretrained(tmp_path / "again")  # nor by a save: it is not written beside the weights
+    assert model._tokenizer is None and not (tmp_path / "again" / "tokenizer_config.json").exists()
+    ids = model.tokenize(["a cat"])["input_ids"]  # first use builds it
+    assert model._tokenizer is not None and ids.shape[0] == 1

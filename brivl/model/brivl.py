@@ -21,6 +21,11 @@ from .meta import assign_state, parameters_on_meta, shares_parameters
 from .text_encoder import TextEncoder
 
 
+def _self_contained_tokenizer(config: BriVLConfig) -> bool:
+    """Whether the config names a built-in or package tokenizer: one that needs no files beside the weights."""
+    return config.text.tokenizer.startswith(("builtin:", "package:"))
+
+
 class BriVL(nn.Module):
     """Image and text towers mapping into one L2-normalised joint space (module names as in the release)."""
 
@@ -33,7 +38,7 @@ class BriVL(nn.Module):
         self._tokenizer = tokenizer
         # A built-in or package tokenizer needs no files beside the weights: it is built on first use, since
         # building brivl-lite's (250k pieces) is 0.8 s of a 1.4 s load that image-only work never needs.
-        self._tokenizer_pending = tokenizer is None and config.text.tokenizer.startswith(("builtin:", "package:"))
+        self._tokenizer_pending = tokenizer is None and _self_contained_tokenizer(config)
         self.eval()
 
     @property
@@ -139,7 +144,8 @@ class BriVL(nn.Module):
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_safetensors(state, folder / WEIGHTS_NAME, metadata={"format": "pt", "brivl": self.config.name})
         self.config.save(folder)
-        if self.tokenizer is not None and not self.config.text.tokenizer.startswith(("builtin:", "package:")):
+        # Checked first: a self-contained tokenizer is not saved, so it need not be built for this.
+        if not _self_contained_tokenizer(self.config) and self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(folder))
         return folder
 
@@ -158,8 +164,7 @@ class BriVL(nn.Module):
         with _timed(timings, "weights"):  # read before the slow work, so a damaged file fails fast
             state = load_safetensors(weights)
         with _timed(timings, "tokenizer"):  # a built-in or package one waits for first use (see __init__)
-            deferred = config.text.tokenizer.startswith(("builtin:", "package:"))
-            tokenizer = None if deferred else _folder_tokenizer(config, folder)
+            tokenizer = None if _self_contained_tokenizer(config) else _folder_tokenizer(config, folder)
         with _timed(timings, "construct"):
             model, empty = cls._construct(config, tokenizer, skip_init)
         with _timed(timings, "backbones"):
