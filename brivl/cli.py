@@ -415,8 +415,10 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert an official checkpoint to a model folder."""
+    from .hf import refuse_remote_code
     from .official import load_official
 
+    refuse_remote_code(args.tokenizer)  # official.py reads it through transformers
     model = load_official(args.checkpoint, base=args.preset, tokenizer=args.tokenizer)
     out = model.save_pretrained(args.out_dir)
     n = sum(p.numel() for p in model.parameters())

@@ -24,7 +24,10 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
     from .model.brivl import BriVL
     from .official import load_official
 
+    from .hf import refuse_remote_code
+
     name = str(name_or_path)
+    refuse_remote_code(tokenizer)  # official.py reads --tokenizer through transformers
     if name.startswith("openclip:"):  # a CLIP-style model for comparisons (local weights or random init)
         from .backends.openclip import load_openclip
 
@@ -63,7 +66,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
         raise ModelNotFoundError(f"no model {name!r}: not a preset ({', '.join(PRESETS)}) "
                                  f"nor an existing folder or file")
     if tokenizer is not None and model.tokenizer is None:
-        from .tokenizer import load_tokenizer
+        from .hf import load_tokenizer
 
         model.tokenizer = load_tokenizer(str(tokenizer), None)
     return model.to(device).eval()

@@ -15,7 +15,8 @@ from transformers import PreTrainedTokenizerBase
 from ..checkpoint import WEIGHTS_NAME, load_into, load_safetensors, save_safetensors
 from ..config import BriVLConfig
 from ..inputs import check_pixels, check_texts
-from ..tokenizer import TokenizerMissingError, load_tokenizer
+from ..hf import load_tokenizer, refuse_remote_code
+from ..tokenizer import TokenizerMissingError
 from .image_encoder import ImageEncoder
 from .meta import assign_state, parameters_on_meta, shares_parameters
 from .text_encoder import TextEncoder
@@ -159,6 +160,7 @@ class BriVL(nn.Module):
         """
         folder = Path(folder)
         weights = folder / WEIGHTS_NAME
+        refuse_remote_code(folder)  # before anything reads the folder's files
         with _timed(timings, "config"):
             config = BriVLConfig.load(folder)
         with _timed(timings, "weights"):  # read before the slow work, so a damaged file fails fast

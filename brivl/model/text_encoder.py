@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel
-
 from ..config import TextTowerConfig
+from ..hf import text_backbone
 from .blocks import MLP, masked_mean, self_attention_block
 
 
@@ -15,10 +14,7 @@ class TextBackbone(nn.Module):
 
     def __init__(self, backbone: dict, pooler: bool = True):
         super().__init__()
-        fields = dict(backbone)
-        model_type = fields.pop("model_type")
-        hf_config = AutoConfig.for_model(model_type, **fields)
-        self.bert = AutoModel.from_config(hf_config, add_pooling_layer=pooler)
+        self.bert = text_backbone(backbone, pooler)
 
 
 class TextEncoder(nn.Module):

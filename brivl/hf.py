@@ -1,0 +1,88 @@
+"""The one door to transformers' loaders: local files only, and never code that a model folder ships."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .checkpoint import CheckpointError
+
+# Files in which transformers looks for `auto_map`, the key that names Python code to import from the folder.
+_CONFIG_FILES = ("tokenizer_config.json", "config.json", "processor_config.json", "preprocessor_config.json")
+# Backbone config keys that would make transformers import a class from a path or a repository.
+_CODE_KEYS = ("auto_map", "_name_or_path", "name_or_path", "custom_pipelines")
+
+
+class RemoteCodeError(CheckpointError):
+    """A model or tokenizer folder that asks for its own Python code to be run; brivl never runs it."""
+
+
+def refuse_remote_code(path: str | Path | None) -> None:
+    """Raise RemoteCodeError if a folder (or a file's folder) names custom code in an `auto_map`."""
+    if not path:
+        return
+    path = Path(path).expanduser()
+    folder = path if path.is_dir() else path.parent
+    for name in _CONFIG_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not ours to judge here: the loader that reads it reports a damaged file
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise RemoteCodeError(
+                f"{file}: refused: its 'auto_map' asks to run Python code shipped with the model "
+                f"({_first_class(data['auto_map'])}); brivl never runs code from a model folder. "
+                f"Remove 'auto_map' (and the .py files) if the tokenizer is a standard one")
+
+
+def _first_class(auto_map: Any) -> str:
+    """One class reference from an auto_map, for the message."""
+    if isinstance(auto_map, dict):
+        for value in auto_map.values():
+            refs = value if isinstance(value, (list, tuple)) else [value]
+            for ref in refs:
+                if isinstance(ref, str):
+                    return ref[:80]
+    return "custom code"
+
+
+def hf_tokenizer(path: str | Path):
+    """A transformers tokenizer from local files, after refusing any folder that names its own code."""
+    from transformers import AutoTokenizer
+
+    refuse_remote_code(path)
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+
+
+def load_tokenizer(source: str, folder: str | Path | None = None):
+    """brivl.tokenizer.load_tokenizer behind the remote-code check of every path it may read."""
+    from .tokenizer import load_tokenizer as _load
+
+    # source may be a path (--tokenizer) or a name such as builtin:chars; only paths are checked.
+    refuse_remote_code(folder)
+    if source and ":" not in source.split("/")[0]:
+        refuse_remote_code(source)
+    return _load(source, folder)
+
+
+def text_backbone(fields: dict[str, Any], pooler: bool = True) -> nn.Module:
+    """A randomly initialised transformers model from config fields: built-in classes only, no code imported."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from .config import ConfigError
+
+    fields = dict(fields)
+    model_type = fields.pop("model_type", None)
+    if model_type not in CONFIG_MAPPING:
+        raise ConfigError(f"text.backbone.model_type {model_type!r} is not a transformers model type")
+    code = [k for k in _CODE_KEYS if k in fields]
+    if code:  # these would point transformers at code outside the installed packages
+        raise ConfigError(f"text.backbone: field(s) {', '.join(code)} are not allowed (they name code to import)")
+    hf_config = AutoConfig.for_model(model_type, **fields)
+    return AutoModel.from_config(hf_config, add_pooling_layer=pooler, trust_remote_code=False)
