@@ -61,10 +61,13 @@ def load_safetensors(path: str | Path) -> dict[str, Tensor]:
 
 
 def load_torch_pickle(path: str | Path) -> object:
-    """Load a .pth/.pt file with torch.load(weights_only=True): tensors only, no code is ever executed."""
+    """Load a .pth/.pt file with torch.load(weights_only=True) after the opcode scan: tensors only, no code runs."""
+    from .pickle_scan import scan_torch_file
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    scan_torch_file(path)  # weights_only still admits bytearray(n) and lying storage sizes
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -72,8 +75,9 @@ def load_torch_pickle(path: str | Path) -> object:
         raise CheckpointError(
             f"{path}: refused to load: the pickle holds objects other than tensors and plain containers, "
             f"which could run code ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or damaged?): {e}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, AssertionError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or damaged?): {first}") from None
 
 
 def official_state_dict(raw: object, source: str = "checkpoint") -> dict[str, Tensor]:

@@ -82,3 +82,145 @@ def test_backbone_fields_cannot_name_code(tmp_path):
         text_backbone(fields)
     with pytest.raises(ConfigError, match="not a transformers model type"):
         text_backbone({"model_type": "evil", "hidden_size": 32})
+
+
+# --- pickles: scanned before unpickling ------------------------------------------------------------------------
+
+class _Alloc:
+    """Pickles as a call that allocates: `ctor(*args)` (bytearray(n), list(range(n)))."""
+
+    def __init__(self, ctor, *args):
+        self.ctor, self.args = ctor, args
+
+    def __reduce__(self):
+        return (self.ctor, self.args)
+
+
+def _peak_bytes(fn) -> int:
+    """Peak Python allocation (tracemalloc) while fn runs; fn's exception is swallowed."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except Exception:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_pth_with_a_huge_bytearray_is_refused_by_name_within_small_memory(tmp_path):
+    import torch
+
+    from brivl.checkpoint import CheckpointError, load_torch_pickle
+
+    path = tmp_path / "big.pth"
+    torch.save({"learnable": {"imgencoder.x": _Alloc(bytearray, 1_500_000_000)}}, path)
+    size = path.stat().st_size
+    assert size < 2048
+    with pytest.raises(CheckpointError, match=r"refused.*'builtins\.bytearray'") as info:
+        load_torch_pickle(path)
+    assert "\n" not in str(info.value)
+    assert _peak_bytes(lambda: load_torch_pickle(path)) < 64 * size + 2**20  # not 1.5 GB
+
+
+def test_ckpt_with_list_of_range_is_refused_by_name_within_small_memory(tmp_path):
+    import torch
+
+    from viz.vqgan import VQGANError, read_ckpt
+
+    path = tmp_path / "big.ckpt"
+    torch.save({"state_dict": {}, "epoch": _Alloc(list, range(50_000_000))}, path)
+    size = path.stat().st_size
+    with pytest.raises(VQGANError, match=r"refused.*'builtins\.(list|range)'"):
+        read_ckpt(path)
+    assert _peak_bytes(lambda: read_ckpt(path)) < 64 * size + 2**20
+
+
+def test_protocol_4_stack_global_is_named(tmp_path):
+    import pickle
+
+    from brivl.checkpoint import CheckpointError, load_torch_pickle
+
+    path = tmp_path / "p4.pth"
+    path.write_bytes(pickle.dumps({"learnable": _Alloc(bytearray, 10**9)}, protocol=4))
+    with pytest.raises(CheckpointError, match=r"refused.*'builtins\.bytearray'"):
+        load_torch_pickle(path)
+
+
+def _zip_checkpoint(path: Path, data_pkl: bytes, records: dict[str, bytes] | None = None) -> Path:
+    """A torch-style zip archive with the given data.pkl and storage records."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", data_pkl)
+        z.writestr("archive/version", "3\n")
+        for key, data in (records or {}).items():
+            z.writestr(f"archive/data/{key}", data)
+    return path
+
+
+def _pickle_with_pid(obj, pid) -> bytes:
+    import io
+    import pickle
+
+    class P(pickle.Pickler):
+        def persistent_id(self, o):
+            return pid if o is marker else None
+
+    marker = object()
+    buf = io.BytesIO()
+    P(buf, protocol=2).dump({"learnable": {"imgencoder.x": marker}} if obj is None else obj)
+    return buf.getvalue()
+
+
+def test_non_storage_persistent_id_is_one_line(tmp_path):
+    from brivl.checkpoint import CheckpointError, load_torch_pickle
+
+    path = _zip_checkpoint(tmp_path / "pid.pth", _pickle_with_pid(None, ("evil", 1, 2)))
+    with pytest.raises(CheckpointError, match="persistent id that is not a storage") as info:
+        load_torch_pickle(path)
+    assert "\n" not in str(info.value)
+
+
+def test_storage_declaring_more_bytes_than_the_file_holds_is_refused(tmp_path):
+    import torch
+
+    from brivl.checkpoint import CheckpointError, load_torch_pickle
+
+    pid = ("storage", torch.FloatStorage, "0", "cpu", 500_000_000)
+    path = _zip_checkpoint(tmp_path / "lie.pth", _pickle_with_pid(None, pid), {"0": b"\0" * 4})
+    with pytest.raises(CheckpointError, match="declares 2000000000 bytes but the file holds 4"):
+        load_torch_pickle(path)
+
+
+def test_build_on_an_ordered_dict_is_one_line(tmp_path):
+    import pickle
+
+    from brivl.checkpoint import CheckpointError, load_torch_pickle
+
+    # OrderedDict() then BUILD with a non-dict state: torch's own unpickler fails with an AssertionError.
+    data = b"\x80\x02ccollections\nOrderedDict\n)R" + b"K\x05b" + b"."
+    pickle.loads(b"\x80\x02ccollections\nOrderedDict\n)R.")  # the prefix is a valid pickle
+    path = _zip_checkpoint(tmp_path / "build.pth", data)
+    with pytest.raises(CheckpointError) as info:
+        load_torch_pickle(path)
+    assert "\n" not in str(info.value) and "build.pth" in str(info.value)
+
+
+def test_honest_checkpoint_still_loads(tmp_path):
+    import torch
+
+    from brivl.checkpoint import load_torch_pickle
+
+    path = tmp_path / "ok.pth"
+    state = {"learnable": {"imgencoder.w": torch.arange(6.0).reshape(2, 3), "n": torch.tensor([1, 2])},
+             "epoch": 3, "names": ["a", "b"], "pair": (1.5, None)}
+    torch.save(state, path)
+    loaded = load_torch_pickle(path)
+    assert torch.equal(loaded["learnable"]["imgencoder.w"], state["learnable"]["imgencoder.w"])
+    assert loaded["epoch"] == 3 and loaded["names"] == ["a", "b"] and loaded["pair"] == (1.5, None)
+    legacy = tmp_path / "legacy.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_torch_pickle(legacy)["learnable"]["n"], state["learnable"]["n"])

@@ -14,6 +14,7 @@ Our own weights are safetensors with a JSON config beside them (DESIGN.md).
 """
 from __future__ import annotations
 
+import _codecs
 import dataclasses
 import io
 import json
@@ -36,6 +37,7 @@ from brivl.checkpoint import (
     load_safetensors,
     save_safetensors,
 )
+from brivl.pickle_scan import admitted, scan_torch_file
 
 WEIGHTS_NAME = "vqgan.safetensors"
 CONFIG_NAME = "vqgan.json"
@@ -485,15 +487,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
         allowed = _get_allowed_globals()
         full = f"{module}.{name}"
-        if full in allowed:
-            return allowed[full]
-        if module == "builtins" and name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "str",
-                                             "bool", "bytes", "slice", "range"):
-            return getattr(__import__("builtins"), name)
-        if module == "collections" and name in ("OrderedDict", "defaultdict", "deque"):
-            return getattr(__import__("collections"), name)
         if any(module == m or module.startswith(m + ".") for m in _TRAINING_MODULES):
             return _inert(module, name)
+        if full in allowed and admitted(full):  # the scan's list: no bytearray(n), no range(n)
+            return allowed[full]
+        if full in ("builtins.set", "builtins.frozenset", "_codecs.encode"):
+            return {"builtins.set": set, "builtins.frozenset": frozenset, "_codecs.encode": _codecs.encode}[full]
         raise pickle.UnpicklingError(f"global {full!r} is not a tensor, a plain container or a known training "
                                      f"object; loading it could run code")
 
@@ -518,6 +517,7 @@ def read_ckpt(path: str | Path) -> dict[str, Tensor]:
         # torch.save has written zip archives since torch 1.6; anything else is damaged or not a checkpoint
         raise VQGANError(f"{path}: not a torch zip checkpoint (truncated, damaged, or a legacy/raw pickle)")
     raw: Any
+    scan_torch_file(path, _TRAINING_MODULES, VQGANError)  # globals and declared sizes, before any unpickling
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -525,9 +525,11 @@ def read_ckpt(path: str | Path) -> dict[str, Tensor]:
             raw = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
         except pickle.UnpicklingError as e:
             raise VQGANError(f"{path}: refused to load: {e}") from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AssertionError,
+                TypeError) as e:
             raise VQGANError(f"{path}: not a readable torch checkpoint (truncated or damaged?): {e}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AssertionError,
+            TypeError) as e:
         raise VQGANError(f"{path}: not a readable torch checkpoint (truncated or damaged?): {e}") from None
     state = raw.get("state_dict", raw) if isinstance(raw, Mapping) else None
     if not isinstance(state, Mapping):
