@@ -25,6 +25,7 @@ from .data import Augment, PairDataset, ResumableSampler, batches, read_pairs
 from .feature_cache import FeatureCacheDataset, cache_batches, is_feature_cache
 from .moco import CrossModalMoCo, check_queue_size
 from .nested_state import load_nested, rng_state, save_nested, set_rng_state
+from .run_lock import OutputBusyError, acquire, release
 
 log = logging.getLogger("brivl.train")
 LATEST = "latest"
@@ -372,6 +373,7 @@ class Trainer:
 
         self.cfg = cfg
         self.rank, self.world, self.device = init_processes()
+        self._lock_output()
         self.global_batch = cfg.batch_size * self.world
         self.model = build_model(cfg)
         queue_size = cfg.queue_size or self.model.config.queue_size
@@ -415,6 +417,27 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.out / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
             self._trim_metrics()
+
+    def _lock_output(self) -> None:
+        """Rank 0 takes the output folder's lock; every rank stops if another training holds it."""
+        busy: OutputBusyError | None = None
+        if self.rank == 0:
+            try:
+                acquire(self.cfg.output)
+            except OutputBusyError as e:
+                busy = e
+        if self.world > 1:  # the other ranks would otherwise wait for rank 0 at the first barrier
+            flag = torch.tensor([0 if busy is None else 1])
+            dist.broadcast(flag, 0)
+            if flag.item() and busy is None:
+                busy = OutputBusyError(f"{self.cfg.output} is in use by another training (see rank 0)")
+        if busy is not None:
+            raise busy
+
+    def close(self) -> None:
+        """Release the output folder for the next training."""
+        if self.rank == 0:
+            release(self.cfg.output)
 
     def _trim_metrics(self) -> None:
         # Steps logged after the checkpoint we resumed from will be run again: drop their old rows.
@@ -529,10 +552,15 @@ class Trainer:
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                 save_checkpoint(self.engine, self.moco, cfg, self.step, self.sampler, last, self.process_state)
         bar.close()
+        self.close()
         return last
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None,
           callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run (or resume) pre-training; returns the last step's metrics."""
-    return Trainer(cfg, resume=resume).run(progress=progress, callback=callback)
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.run(progress=progress, callback=callback)
+    finally:
+        trainer.close()

@@ -186,3 +186,33 @@ def test_bad_training_configs_are_refused(toy, tmp_path):
 
     (tmp_path / "bad.yaml").write_text("data: [unclosed")
     assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
+
+
+def test_one_output_folder_one_training(toy, tmp_path):
+    import warnings
+
+    from brivl.run_lock import LOCK_NAME, OutputBusyError, acquire, release
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from brivl.run_lock import acquire; acquire(sys.argv[1]); "
+                               "print('locked', flush=True); sys.stdin.read()", str(out)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputBusyError, match=f"in use by another training \\(pid {holder.pid} on ") as info:
+            Trainer(_cfg(toy, out))
+        assert "\n" not in str(info.value)
+        assert not (out / "metrics.jsonl").exists()
+    finally:
+        holder.kill()  # dies holding the lock: its record stays in the file
+        holder.wait()
+    assert str(holder.pid) in (out / LOCK_NAME).read_text()
+    with pytest.warns(UserWarning, match=f"taking over the lock.*no longer running \\(pid {holder.pid}"):
+        acquire(out)
+    release(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a run that ended cleanly leaves nothing to take over
+        acquire(out)
+    release(out)
