@@ -329,8 +329,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _read_texts(texts: list[str]) -> list[str]:
+    from .inputs import InputError
+
     if texts == ["-"]:
-        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"stdin is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start})") from None
+        return [line for line in text.splitlines() if line.strip()]
     return texts
 
 

@@ -16,7 +16,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from .images import load_image
-from .inputs import InputError
+from .inputs import InputError, unicode_problem
 
 log = logging.getLogger("brivl.data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -51,7 +51,7 @@ def read_pairs(source: str | Path) -> list[Pair]:
                  and (txt := img.with_suffix(".txt")).is_file()]
     elif source.is_file() and source.suffix == ".jsonl":
         pairs = []
-        for n, line in enumerate(source.read_text(encoding="utf-8-sig").splitlines(), 1):
+        for n, line in enumerate(_manifest_lines(source), 1):
             if not line.strip():
                 continue
             try:
@@ -63,7 +63,7 @@ def read_pairs(source: str | Path) -> list[Pair]:
                 raise DataError(f"{source}:{n}: expected a JSON object with 'image' and 'text' ({e})") from None
     elif source.is_file() and source.suffix in (".tsv", ".txt"):
         pairs = []
-        for n, line in enumerate(source.read_text(encoding="utf-8-sig").splitlines(), 1):
+        for n, line in enumerate(_manifest_lines(source), 1):
             if not line.strip() or (n == 1 and line.lower().startswith("image\t")):
                 continue
             if "\t" not in line:
@@ -74,7 +74,21 @@ def read_pairs(source: str | Path) -> list[Pair]:
         raise DataError(f"{source}: not a folder, .jsonl or .tsv manifest")
     if not pairs:
         raise DataError(f"{source}: no image-text pairs found")
+    for pair in pairs:
+        bad = unicode_problem(pair.text)
+        if bad:  # a JSON "\ud800" escape: the tokenizer would fail mid-training with a TypeError
+            raise DataError(f"{source}: the text of {pair.image.name} {bad}")
     return pairs
+
+
+def _manifest_lines(source: Path) -> list[str]:
+    """The lines of a UTF-8 manifest; any other encoding is a DataError naming the byte and line."""
+    raw = source.read_bytes()
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{source}:{line}: not UTF-8 text (byte {raw[e.start]:#04x}); save the manifest as UTF-8") from None
 
 
 @dataclass

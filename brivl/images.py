@@ -42,10 +42,14 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # High-depth and float greys: scale into 0..255 (floats already in [0, 1] keep their values).
+        # 16-bit greys are out of 65535 (the format's white), never out of the image's own maximum, which would
+        # turn a uniform dark grey white; floats already in [0, 1] keep their values.
         array = np.asarray(im, dtype=np.float64)
         array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
-        top = 1.0 if im.mode == "F" and array.max() <= 1.0 else (array.max() or 1.0)
+        if im.mode.startswith("I;16"):
+            top = 65535.0
+        else:  # 32-bit integers and floats have no agreed white: the brightest pixel is
+            top = 1.0 if im.mode == "F" and array.max() <= 1.0 else (array.max() or 1.0)
         return Image.fromarray(np.clip(array / top * 255 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     return im.convert("RGB")
 

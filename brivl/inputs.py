@@ -23,7 +23,20 @@ def check_texts(texts: Sequence[str] | str) -> list[str]:
             raise InputError(f"text {i} is a {type(t).__name__}, not a string")
         if not t.strip():
             raise InputError(f"text {i} is empty or only whitespace; give it some words")
+        bad = unicode_problem(t)
+        if bad:
+            raise InputError(f"text {i} {bad}")
     return texts
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why text cannot be tokenized (a lone surrogate, which invalid UTF-8 decodes to), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"holds a lone surrogate {text[e.start]!r} at character {e.start}, not valid Unicode "
+                f"(invalid UTF-8 in the input?)")
+    return None
 
 
 def check_pixels(pixels: Tensor) -> Tensor:
@@ -46,4 +59,6 @@ def check_pixels(pixels: Tensor) -> Tensor:
     if lo < -1e-3 or hi > 1 + 1e-3:
         hint = "; divide by 255" if hi > 2 else ""
         raise InputError(f"pixels must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
+    if pixels.dtype == torch.float64:  # numpy's default float: the model's weights are float32
+        pixels = pixels.float()
     return pixels

@@ -26,6 +26,7 @@ from .feature_cache import FeatureCacheDataset, cache_batches, is_feature_cache
 from .moco import CrossModalMoCo, check_queue_size
 from .nested_state import load_nested, rng_state, save_nested, set_rng_state
 from .run_lock import OutputBusyError, acquire, release
+from .train_kinds import check_train_kinds
 
 log = logging.getLogger("brivl.train")
 LATEST = "latest"
@@ -82,7 +83,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Build from a mapping, refusing unknown keys by name."""
-        data = dict(data or {})
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"a training config is a mapping of options (data:, steps:, ...), "
+                              f"got a YAML {type(data).__name__}")
+        data = dict(data)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -98,12 +104,7 @@ class TrainConfig:
         if "data" not in data:
             raise ConfigError("the training config needs `data:` (a manifest or a folder of image + text files)")
         cfg = cls(**data, freeze=FreezeConfig(**freeze), distill=DistillConfig(**distill))
-        cfg.distill.weight = float(cfg.distill.weight)
-        cfg.distill.teacher_temperature = float(cfg.distill.teacher_temperature)
-        for key in ("lr", "weight_decay", "momentum", "temperature", "grad_clip"):
-            value = getattr(cfg, key)
-            if value is not None:
-                setattr(cfg, key, float(value))  # YAML reads 1e-4 as a string
+        check_train_kinds(cfg)
         if cfg.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
         if cfg.zero_stage not in (0, 1, 2, 3):
@@ -116,9 +117,10 @@ class TrainConfig:
     def load(cls, path: str | Path) -> "TrainConfig":
         """Read a YAML training config."""
         try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read training config ({e})") from None
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"{path}: cannot read training config ({first})") from None
         return cls.from_dict(data)
 
     def lr_at(self, step: int) -> float:

@@ -224,3 +224,110 @@ def test_honest_checkpoint_still_loads(tmp_path):
     legacy = tmp_path / "legacy.pth"
     torch.save(state, legacy, _use_new_zipfile_serialization=False)
     assert torch.equal(load_torch_pickle(legacy)["learnable"]["n"], state["learnable"]["n"])
+
+
+# --- ugly input: one line, non-zero exit ------------------------------------------------------------------------
+
+def _one_line_error(capsys, argv: list[str], *words: str) -> str:
+    """Run the CLI, expect exit 2 and a single stderr line holding every word."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    for w in words:
+        assert w in err, (w, err)
+    return err
+
+
+def test_invalid_utf8_in_a_command_line_text_is_one_line(capsys):
+    import os
+
+    text = os.fsdecode(b"caf\xe9")  # how Python hands invalid UTF-8 in argv over: a lone surrogate
+    _one_line_error(capsys, ["encode-text", "tiny", text], "lone surrogate", "invalid UTF-8")
+
+
+def test_invalid_utf8_on_stdin_is_one_line(capsys, monkeypatch):
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a cat\ncaf\xe9\n"), encoding="utf-8"))
+    _one_line_error(capsys, ["encode-text", "tiny", "-"], "stdin is not UTF-8", "0xe9")
+
+
+def test_non_utf8_manifest_is_one_line(tmp_path):
+    from brivl.data import DataError, read_pairs
+
+    manifest = tmp_path / "pairs.tsv"
+    manifest.write_bytes("a.png\tune caf\u00e9\n".encode("utf-8") + "b.png\tun caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"pairs.tsv:2: not UTF-8 text \(byte 0xe9\)") as info:
+        read_pairs(manifest)
+    assert "\n" not in str(info.value)
+
+
+def test_lone_surrogate_in_a_jsonl_manifest_is_named(tmp_path):
+    from brivl.data import DataError, read_pairs
+
+    manifest = tmp_path / "pairs.jsonl"
+    manifest.write_text('{"image": "a.png", "text": "ok"}\n{"image": "b.png", "text": "bad \\ud800"}\n')
+    with pytest.raises(DataError, match="b.png holds a lone surrogate"):
+        read_pairs(manifest)
+
+
+@pytest.mark.parametrize("yaml_text, words", [
+    ("data: x\nsteps: ten\n", ["steps must be an integer >= 1", "'ten'"]),
+    ("data: x\nlr: fast\n", ["lr must be a number > 0", "'fast'"]),
+    ("- data: x\n- steps: 3\n", ["mapping of options", "list"]),
+    ("data: x\nbatch_size: 0\n", ["batch_size must be an integer >= 1", "0"]),
+    ("data: x\nfreeze: {text_layers: two}\n", ["freeze.text_layers", "'two'"]),
+    ("data: [unclosed\n", ["cannot read training config"]),
+])
+def test_bad_training_yaml_is_one_line(tmp_path, capsys, yaml_text, words):
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml_text)
+    _one_line_error(capsys, ["train", "--config", str(config)], *words)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_numeric_strings_in_training_yaml_still_work():
+    from brivl.train import TrainConfig
+
+    cfg = TrainConfig.from_dict({"data": "x", "lr": "1e-4", "momentum": "0.99"})  # YAML reads 1e-4 as a string
+    assert cfg.lr == 1e-4 and cfg.momentum == 0.99
+
+
+def test_full_disk_while_saving_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import torch
+    from safetensors import SafetensorError
+
+    import brivl.checkpoint as ck
+
+    target = tmp_path / "w.safetensors"
+    ck.save_safetensors({"x": torch.ones(2)}, target)
+    before = target.read_bytes()
+
+    def full(*_args, **_kwargs):  # what safetensors raises when the disk fills mid-write
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(ck, "save_file", full)
+    with pytest.raises(ck.CheckpointError, match="could not write \\(no space left on the disk\\)") as info:
+        ck.save_safetensors({"x": torch.zeros(2)}, target)
+    assert "\n" not in str(info.value)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+    import errno
+
+    def enospc(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", enospc)
+    with pytest.raises(ck.CheckpointError, match="no space left"):
+        ck.atomic_write_bytes(tmp_path / "state.json", b"{}")
+
+
+def test_phrase_file_with_invalid_utf8_is_one_line(tmp_path, capsys):
+    from viz.phrases import PhraseIndexError, read_phrases
+
+    phrases = tmp_path / "phrases.txt"
+    phrases.write_bytes("sea\nsunset\n".encode() + b"caf\xe9\n")
+    with pytest.raises(PhraseIndexError, match=r"phrases.txt:3: not UTF-8 text \(byte 0xe9\)"):
+        read_phrases(phrases)

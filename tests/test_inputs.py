@@ -189,10 +189,17 @@ def test_16_bit_png_converts_to_rgb(tmp_path):
     assert x.shape == (3, 12, 20)
     assert x.dtype == torch.float32
     assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
-    assert x.min().item() == 0.0 and x.max().item() == 1.0
-    # scaled by the brightest pixel, not clipped at 255 (which would make most pixels white)
-    expected = torch.from_numpy(deep.astype(np.float32) / deep.max())
+    assert x.min().item() == 0.0 and abs(x.max().item() - deep.max() / 65535) <= 1 / 255
+    # out of 65535, the format's white: not clipped at 255 (most pixels white), not by the brightest pixel
+    expected = torch.from_numpy(deep.astype(np.float32) / 65535)
     assert torch.allclose(x[0], expected, atol=1.01 / 255)
+
+
+def test_uniform_dark_16_bit_grey_stays_dark(tmp_path):
+    path = tmp_path / "dark.png"
+    Image.fromarray(np.full((8, 8), 1000, dtype=np.uint16)).save(path)
+    x = load_image(path)
+    assert torch.allclose(x, torch.full_like(x, 1000 / 65535), atol=0.6 / 255)  # not white
 
 
 def test_load_images_makes_a_square_batch(tmp_path):
@@ -342,3 +349,16 @@ def test_only_texts_longer_than_max_len_count_as_truncated(model):
         out = model.tokenize([LONG_SENTENCE[:n], "short", LONG_SENTENCE[:n + 1], LONG_SENTENCE * 3], warn=False)
     assert int(out["truncated"]) == 2 and out["input_ids"].shape == (4, 32)
     assert out["attention_mask"].sum(1).tolist() == [32, len(tok("short")["input_ids"]), 32, 32]
+
+
+@pytest.mark.parametrize("text", ["caf\udce9", "\ud800 alone"])
+def test_lone_surrogates_are_refused_in_one_line(model, text):
+    with pytest.raises(InputError, match="text 1 holds a lone surrogate") as info:
+        model.encode_text(["fine", text])
+    assert "\n" not in str(info.value)
+
+
+def test_float64_pixels_encode_like_float32(model):
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(x.double()), model.encode_image(x), atol=1e-6)

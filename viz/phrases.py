@@ -102,7 +102,13 @@ def read_phrases(source: str | Path | Sequence[str] | None = None, limit: int | 
         path = Path(source)
         if not path.is_file():
             raise PhraseIndexError(f"{path}: no such phrase file (one phrase per line), and not 'jieba'")
-        raw = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+        data = path.read_bytes()
+        try:
+            raw = [line.strip() for line in data.decode("utf-8-sig").splitlines()]
+        except UnicodeDecodeError as e:
+            line = data[:e.start].count(b"\n") + 1
+            raise PhraseIndexError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); a phrase file is "
+                                   f"UTF-8, one phrase per line") from None
         label = str(path)
     else:
         raw = [str(p).strip() for p in source]
