@@ -7,6 +7,7 @@ import gradio as gr
 
 from .errors import StudioInputError, check_image_file
 from .models import ModelPool
+from .paths import Roots
 from .stream import StopFlags
 
 EXAMPLES_EN = ["mountains with forests", "a red apple on a table", "Every cloud has a silver lining.",
@@ -25,6 +26,7 @@ class Studio:
     """The studio's shared state. `steps` and `size` are the defaults shown in the page."""
 
     pool: ModelPool
+    roots: Roots = field(default_factory=Roots)  # the folders a page user may name (brivl studio --allow-dir)
     steps: int = 64
     size: int = 128
     vqgan: str = "lite"
@@ -41,6 +43,10 @@ class Studio:
         from .errors import StudioInputError
 
         name = (name or self.vqgan).strip()
+        if name not in ("lite", self.vqgan):  # the operator's choices; anything else is a path in the roots
+            path = self.roots.check(name, "VQGAN")
+            if path.suffix == ".ckpt":  # its .yaml is read too
+                self.roots.check(str(path.with_suffix(".yaml")), "VQGAN config")
         with self._vqgan_lock:
             if name not in self._vqgans:
                 try:

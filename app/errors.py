@@ -87,17 +87,6 @@ def check_image_file(path) -> "torch.Tensor":  # noqa: F821 - torch imported laz
         raise StudioInputError(str(e).replace(str(path), path.name)) from None
 
 
-def check_folder(text: str | None) -> Path:
-    """An existing folder named by the user."""
-    text = (text or "").strip()
-    if not text:
-        raise StudioInputError("no folder given: type the path of a folder of images on this machine")
-    folder = Path(text).expanduser()
-    if not folder.is_dir():
-        raise StudioInputError(f"{folder}: no such folder on this machine")
-    return folder
-
-
 def check_labels(text: str | None) -> list[str]:
     """Class labels from one per line or comma-separated text; at least two, no repeats."""
     raw = (text or "").replace("\uff0c", ",").replace("\n", ",").split(",")

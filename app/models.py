@@ -7,7 +7,9 @@ import threading
 from collections import OrderedDict
 
 from .errors import StudioInputError
+from .paths import Roots
 
+_PRESET_NAMES = ("brivl-lite", "tiny")  # built from installed packages or seeded: no file a user names
 
 class SharedLock:
     """Many shared holders or one exclusive holder; a waiting exclusive holder keeps new shared ones out."""
@@ -48,8 +50,9 @@ class SharedLock:
 class ModelPool:
     """Models by name (a preset such as brivl-lite or tiny, a model folder, a weights file), loaded on first use."""
 
-    def __init__(self, names: list[str], device: str = "cpu", keep: int = 4):
+    def __init__(self, names: list[str], device: str = "cpu", keep: int = 4, roots: Roots | None = None):
         self.names = list(dict.fromkeys(names))  # the choices offered in the page, default first
+        self.roots = roots or Roots()  # where a typed model path may point
         self.device = device
         self.keep = max(keep, len(self.names))
         self._models: OrderedDict[str, object] = OrderedDict()
@@ -70,6 +73,8 @@ class ModelPool:
         name = (name or self.default).strip()
         if not name:
             raise StudioInputError("no model given: pick brivl-lite or type the path of a model folder")
+        if name not in self.names and name not in _PRESET_NAMES:
+            self.roots.check(name, "model")  # a typed path: only inside the operator's folders
         with self._guard:
             if name in self._models:
                 self._models.move_to_end(name)

@@ -7,6 +7,7 @@ import gradio as gr  # noqa: E402
 
 from .context import EXAMPLE_DIR, Studio  # noqa: E402
 from .models import ModelPool  # noqa: E402
+from .paths import Roots  # noqa: E402
 from .tabs import classify, compare, imagine, neurons, patches, phrases, vqgan  # noqa: E402
 
 TABS = [("Imagine", imagine), ("VQGAN", vqgan), ("Neurons", neurons), ("Phrases", phrases),
@@ -24,12 +25,14 @@ footer {display: none !important}
 
 
 def build_studio(models: list[str] | None = None, *, device: str = "cpu", steps: int = 64, size: int = 128,
-                 vqgan: str = "lite", preload: bool = True) -> gr.Blocks:
-    """The studio's Blocks (not launched). models: names offered in the page, the first is the default."""
-    pool = ModelPool(models or ["brivl-lite"], device=device)
+                 vqgan: str = "lite", preload: bool = True, allow_dirs: list[str] | None = None) -> gr.Blocks:
+    """The studio's Blocks (not launched). models: names offered in the page, the first is the default;
+    allow_dirs: the folders page users may name (default: the working directory, examples/, brivl's cache)."""
+    roots = Roots(allow_dirs)
+    pool = ModelPool(models or ["brivl-lite"], device=device, roots=roots)
     if preload:
         pool.get(pool.default)  # a missing default model fails here, before the page is served
-    studio = Studio(pool, steps=steps, size=size, vqgan=vqgan)
+    studio = Studio(pool, roots=roots, steps=steps, size=size, vqgan=vqgan)
     with gr.Blocks(title="BriVL Imagine studio", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# BriVL Imagine studio\nSee inside the two-tower vision-language model "
                     f"**{pool.default}**: what it imagines for a text, what its neurons respond to, which phrases "
@@ -43,9 +46,9 @@ def build_studio(models: list[str] | None = None, *, device: str = "cpu", steps:
 
 def launch(models: list[str] | None = None, *, port: int = 7860, host: str = "127.0.0.1", device: str = "cpu",
            steps: int = 64, size: int = 128, vqgan: str = "lite", concurrency: int = 8, open_browser: bool = False,
-           block: bool = True):
+           block: bool = True, allow_dirs: list[str] | None = None):
     """Build and serve the studio on host:port (127.0.0.1 by default); `concurrency` requests run at once."""
-    demo = build_studio(models, device=device, steps=steps, size=size, vqgan=vqgan)
+    demo = build_studio(models, device=device, steps=steps, size=size, vqgan=vqgan, allow_dirs=allow_dirs)
     demo.queue(default_concurrency_limit=concurrency, max_size=256)
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=open_browser,
                 prevent_thread_lock=not block, show_error=True, max_file_size="40mb", quiet=not block,

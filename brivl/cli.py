@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vqgan", default="lite", help="the VQGAN of the VQGAN tab (default: lite, the embedded one)")
     p.add_argument("--concurrency", type=int, default=8, help="requests served at once (default 8)")
     p.add_argument("--open", action="store_true", help="open the page in a browser")
+    p.add_argument("--allow-dir", action="append", dest="allow_dirs", metavar="FOLDER",
+                   help="a folder whose images, phrase files, models and VQGANs page users may name (repeat for "
+                        "several; default: the working directory, examples/ and the brivl cache)")
 
     p = sub.add_parser("phrases", help="phrase retrieval: embed a phrase list once (jieba's by default), query it")
     phrases = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -691,7 +694,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
     models = args.models or ["brivl-lite", "tiny"]
     print(f"brivl studio: http://{args.host}:{args.port}/ ({models[0]}; Ctrl+C to stop)", file=sys.stderr)
     launch(models, port=args.port, host=args.host, device=args.device, steps=args.steps, size=args.size,
-           vqgan=args.vqgan, concurrency=args.concurrency, open_browser=args.open)
+           vqgan=args.vqgan, concurrency=args.concurrency, open_browser=args.open, allow_dirs=args.allow_dirs)
     return 0
 
 

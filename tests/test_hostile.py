@@ -331,3 +331,112 @@ def test_phrase_file_with_invalid_utf8_is_one_line(tmp_path, capsys):
     phrases.write_bytes("sea\nsunset\n".encode() + b"caf\xe9\n")
     with pytest.raises(PhraseIndexError, match=r"phrases.txt:3: not UTF-8 text \(byte 0xe9\)"):
         read_phrases(phrases)
+
+
+# --- the studio serves only what its operator allowed (through gradio_client, against a running studio) -------
+
+@pytest.fixture(scope="module")
+def studio_dirs(tmp_path_factory):
+    """(allowed, outside, cache): the studio may read `allowed` only."""
+    from PIL import Image
+
+    allowed, outside = tmp_path_factory.mktemp("allowed"), tmp_path_factory.mktemp("outside")
+    cache = tmp_path_factory.mktemp("cache")
+    (outside / "secret.txt").write_text("secret-phrase-one\nsecret-phrase-two\n")
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(outside / "secret.png")
+    (allowed / "passwd.txt").symlink_to("/etc/passwd")
+    (allowed / "secret-link.txt").symlink_to(outside / "secret.txt")
+    (allowed / "photos-link").symlink_to(outside)
+    (allowed / "mixed").mkdir()
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(allowed / "mixed" / "real.png")
+    (allowed / "mixed" / "link.png").symlink_to(outside / "secret.png")
+    (allowed / "binary.txt").write_bytes(b"token-abc123\xff\xfe\n")
+    return allowed, outside, cache
+
+
+@pytest.fixture(scope="module")
+def client(studio_dirs):
+    from gradio_client import Client
+    from studio_server import studio
+
+    allowed, _, cache = studio_dirs
+    with studio(["tiny"], "--steps", "4", "--size", "64", "--allow-dir", str(allowed),
+                env={"BRIVL_CACHE": str(cache)}) as url:
+        c = Client(url, verbose=False)
+        c.url_for_test = url
+        yield c
+
+
+def _refusal(client, *args, api_name: str) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as info:
+        client.predict(*args, api_name=api_name)
+    return str(info.value)
+
+
+def _phrases(client, source: str) -> str:
+    return _refusal(client, "root", "tiny", source, 0, 5, "pca", 0, api_name="/phrases")
+
+
+def test_studio_phrase_box_reads_no_file_outside_the_allowed_folders(client, studio_dirs):
+    allowed, outside, cache = studio_dirs
+    for source in ["/etc/passwd", str(allowed / "passwd.txt"), str(outside / "secret.txt"),
+                   str(allowed / "secret-link.txt"), str(allowed / ".." / outside.name / "secret.txt")]:
+        text = _phrases(client, source)
+        assert "outside the folders this studio may read" in text, (source, text)
+        assert "root:" not in text and "secret-phrase" not in text
+    copies = list(cache.rglob("phrases.txt"))
+    assert not any("root:" in p.read_text(errors="replace") or "secret" in p.read_text(errors="replace")
+                   for p in copies)
+
+
+def test_studio_echoes_no_content_of_a_file_that_does_not_parse(client, studio_dirs):
+    allowed, _, _ = studio_dirs
+    text = _phrases(client, str(allowed / "binary.txt"))
+    assert "not UTF-8 text" in text and "token-abc123" not in text
+
+
+def test_studio_image_folders_stay_inside_the_allowed_folders(client, studio_dirs):
+    allowed, outside, _ = studio_dirs
+    for folder in [str(outside), str(allowed / "photos-link"), "/etc"]:
+        assert "outside the folders" in _refusal(client, "sea", folder, 4, "tiny", api_name="/retrieve")
+        assert "outside the folders" in _refusal(client, "tiny", "llp", 0, folder, 2, api_name="/top_images")
+    gallery, note, files = client.predict("sea", str(allowed / "mixed"), 4, "tiny", api_name="/retrieve")
+    assert note.startswith("1 images ranked")  # the symlink to the outside image was dropped
+    meta = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text(encoding="utf-8"))
+    assert [Path(t["path"]).name for t in meta["top"]] == ["real.png"]
+
+
+def test_studio_models_and_vqgans_stay_inside_the_allowed_folders(client, studio_dirs):
+    allowed, outside, _ = studio_dirs
+    brivl.load("tiny").save_pretrained(outside / "model")
+    text = _refusal(client, "forest", str(outside / "model"), 4, 64, 0, "fft", True, 0.05, api_name="/imagine")
+    assert "outside the folders" in text
+    text = _refusal(client, "castle", "tiny", str(outside / "vq.ckpt"), 3, 64, 0, "z", 2, 0.1, api_name="/vqgan")
+    assert "outside the folders" in text
+
+
+def test_studio_file_route_serves_no_file_outside(client, studio_dirs):
+    import urllib.error
+    import urllib.request
+
+    _, outside, _ = studio_dirs
+    for path in ["/etc/passwd", str(outside / "secret.txt")]:
+        try:
+            with urllib.request.urlopen(f"{client.url_for_test}gradio_api/file={path}", timeout=10) as r:
+                body = r.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            assert e.code in (403, 404)
+            continue
+        assert "root:" not in body and "secret-phrase" not in body
+
+
+def test_vqgan_yaml_errors_do_not_quote_the_file(tmp_path):
+    from viz.vqgan import VQGANError, read_taming_yaml
+
+    bad = tmp_path / "m.yaml"
+    bad.write_text("model:\n  params: [unclosed-secret-value\n")
+    with pytest.raises(VQGANError, match="not valid YAML") as info:
+        read_taming_yaml(bad)
+    assert "secret" not in str(info.value) and "\n" not in str(info.value)

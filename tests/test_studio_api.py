@@ -17,7 +17,8 @@ FAST = {"steps": 4, "size": 64}
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     cache = tmp_path_factory.mktemp("brivl-cache")  # the phrase indexes of these tests stay out of ~/.cache
-    with studio(["tiny"], "--steps", "4", "--size", "64", env={"BRIVL_CACHE": str(cache)}) as u:
+    allowed = ["--allow-dir", str(ROOT), "--allow-dir", str(tmp_path_factory.getbasetemp())]  # the tests' files
+    with studio(["tiny"], "--steps", "4", "--size", "64", *allowed, env={"BRIVL_CACHE": str(cache)}) as u:
         yield u
 
 
@@ -68,7 +69,8 @@ def test_same_seed_same_image_other_seed_other_image(client):
 
 @pytest.mark.parametrize("prompt, model, expected", [
     ("   ", "tiny", "the prompt is empty"),
-    ("forest", "/no/such/model-folder", "model '/no/such/model-folder' not found"),
+    ("forest", "/no/such/model-folder", "outside the folders this studio may read"),
+    ("forest", str(ROOT / "no-such-model-folder"), "no-such-model-folder' not found"),
 ])
 def test_bad_render_input_is_a_readable_message(client, prompt, model, expected):
     text = _error_text(client, prompt, model, 4, 64, 0, "fft", True, 0.05, api_name="/imagine")
@@ -156,8 +158,8 @@ def test_compare_renders_both_models_side_by_side(client):
     with Image.open(png) as im:
         assert im.size == (64 * 2 + 8, 64)
     assert meta["models"] == ["tiny", "tiny"]
-    assert "not found" in _error_text(client, "snow", "tiny", "/no/checkpoint", 3, 64, 1, "fft", True, 0.05,
-                                      api_name="/compare")
+    missing = str(ROOT / "no-checkpoint")
+    assert "not found" in _error_text(client, "snow", "tiny", missing, 3, 64, 1, "fft", True, 0.05, api_name="/compare")
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from PIL import Image
 
 from app.errors import StudioInputError, check_image_file, check_labels, check_prompt, check_render
 from app.models import ModelPool, SharedLock
+from app.paths import Roots
 from app.stream import stream
 
 
@@ -36,9 +37,11 @@ def test_checks_refuse_bad_input_in_words(tmp_path):
     assert pixels.shape == (3, 20, 30) and pixels[0].min() == 1
 
 
-def test_missing_model_is_a_readable_error():
+def test_missing_model_is_a_readable_error(tmp_path):
     with pytest.raises(StudioInputError, match="not found"):
-        ModelPool(["tiny"]).get("/no/such/folder")
+        ModelPool(["tiny"], roots=Roots([tmp_path])).get(str(tmp_path / "no-such-folder"))
+    with pytest.raises(StudioInputError, match="outside the folders this studio may read"):
+        ModelPool(["tiny"], roots=Roots([tmp_path])).get("/no/such/folder")
 
 
 def test_stream_yields_previews_then_the_result_and_stops_on_request():
@@ -112,3 +115,23 @@ def test_shared_lock_lets_readers_share_and_writers_wait():
     r.join(5)
     w.join(5)
     assert got and got[0] - t0 >= 0.2
+
+
+def test_roots_refuse_paths_outside_symlinks_out_and_hidden_entries(tmp_path):
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "photos").mkdir(parents=True)
+    (allowed / ".ssh").mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret\n")
+    (allowed / "link.txt").symlink_to(outside / "secret.txt")
+    (allowed / "photos" / "out").symlink_to(outside)
+    roots = Roots([allowed])
+    assert roots.check(str(allowed / "photos"), "folder") == (allowed / "photos").resolve()
+    for bad in [outside / "secret.txt", allowed / "link.txt", allowed / "photos" / "out", allowed / ".ssh",
+                allowed / ".." / "outside", "/etc/passwd", "~/.ssh/id_rsa"]:
+        with pytest.raises(StudioInputError, match="outside the folders"):
+            roots.check(str(bad), "file")
+    # refused before existence is looked at: a missing file outside says the same as an existing one
+    with pytest.raises(StudioInputError, match="outside the folders"):
+        roots.check(str(outside / "missing.txt"), "file")
+    assert roots.keep([allowed / "link.txt", allowed / "photos"]) == [allowed / "photos"]

@@ -555,8 +555,11 @@ def read_taming_yaml(path: str | Path) -> VQGANConfig:
         raise VQGANError(f"{path}: no such config file (taming models come as a .ckpt and a .yaml; give both)")
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise VQGANError(f"{path}: not valid YAML: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        # The problem and its line only: yaml's message quotes the file's text, which the studio must not echo.
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise VQGANError(f"{path}: not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}{where})") from None
     if not isinstance(data, Mapping):
         raise VQGANError(f"{path}: expected a YAML mapping")
     return VQGANConfig.from_taming(data, str(path))
@@ -609,8 +612,8 @@ def load_vqgan_folder(folder: str | Path) -> VQGAN:
     if not cfg_path.is_file():
         raise VQGANError(f"{folder}: no {CONFIG_NAME} (a VQGAN folder holds {WEIGHTS_NAME} and {CONFIG_NAME})")
     try:
-        cfg = VQGANConfig.from_dict(json.loads(cfg_path.read_text()), str(cfg_path))
-    except json.JSONDecodeError as e:
+        cfg = VQGANConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")), str(cfg_path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise VQGANError(f"{cfg_path}: not valid JSON: {e}") from None
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in load_safetensors(folder / WEIGHTS_NAME).items()}

@@ -7,7 +7,7 @@ from brivl.eval.suite import embed_image_files
 
 from .. import results
 from ..context import EXAMPLE_DIR, Studio, example_photos, model_choice, upload_image
-from ..errors import StudioInputError, check_folder, check_image_file, check_labels, check_prompt, readable
+from ..errors import StudioInputError, check_image_file, check_labels, check_prompt, readable
 
 
 def _bar_chart(labels: list[str], probs: list[float], title: str):
@@ -55,10 +55,12 @@ def handlers(studio: Studio):
     @readable
     def retrieve(text: str, folder: str, k: float, model_name: str):
         text = check_prompt(text, "the text")
-        root = check_folder(folder)
+        root = studio.roots.folder(folder)
         from viz.neurons import image_files
 
-        paths = image_files(root, limit=2000)
+        paths = studio.roots.keep(image_files(root, limit=2000))  # symlinks out of the roots are dropped
+        if not paths:
+            raise StudioInputError(f"{folder.strip()}: no image files inside the folders this studio may read")
         model = studio.pool.get(model_name)
         with torch.no_grad(), studio.pool.shared(model_name):
             img = embed_image_files(model, paths, batch_size=16, progress=False)

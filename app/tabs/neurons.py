@@ -8,7 +8,7 @@ from viz.figures import check_channels
 
 from .. import results
 from ..context import Studio, model_choice, render_controls, result_image, run_stop_buttons, wire_stop
-from ..errors import StudioInputError, check_folder, check_prompt, check_render, readable
+from ..errors import StudioInputError, check_prompt, check_render, readable
 from ..rendering import render_stream
 
 
@@ -52,12 +52,15 @@ def handlers(studio: Studio):
 
     @readable
     def top_images(model_name: str, layer: str, channel: float, folder: str, k: float):
-        root = check_folder(folder)
+        root = studio.roots.folder(folder)
+        paths = studio.roots.keep(N.image_files(root, 500))  # symlinks out of the roots are dropped
+        if not paths:
+            raise StudioInputError(f"{folder.strip()}: no image files inside the folders this studio may read")
         model = studio.pool.get(model_name)
         layer, channel = _channel(model, layer, channel)
         k = max(1, min(int(k), 48))
         with studio.pool.exclusive(model_name):
-            top = N.top_activating(model, layer, channel, root, k=k)
+            top = N.top_activating(model, layer, channel, paths, k=k)
         gallery = [(str(p), f"#{i} {s:.3f}  {p.name}") for i, (p, s) in enumerate(zip(top.paths, top.scores), 1)]
         from brivl.images import load_images
 

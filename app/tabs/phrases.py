@@ -1,6 +1,5 @@
 """Phrases: the top-k phrases of a query from a phrase index (viz.phrases) and their 2-D map (viz.phrase_map)."""
 import threading
-from pathlib import Path
 
 import gradio as gr
 
@@ -25,10 +24,9 @@ def handler(studio: Studio):
         if limit is not None and limit < k:
             raise StudioInputError(f"the phrase list is cut to {limit} phrases, fewer than k = {k}")
         source = (source or "jieba").strip()
-        if source != "jieba" and not Path(source).expanduser().is_file():
-            raise StudioInputError(f"{source}: no such phrase file (one phrase per line); or type jieba")
+        path = None if source == "jieba" else studio.roots.phrase_file(source)  # refused outside --allow-dir
         model = studio.pool.get(model_name)
-        plist = P.read_phrases(source if source == "jieba" else Path(source).expanduser(), limit)
+        plist = P.read_phrases("jieba" if path is None else path, limit)
         folder = P.default_index_folder(model, plist)
         yield gr.skip(), gr.skip(), f"building or opening the index of {len(plist.phrases):,} phrases \u2026", gr.skip()
         with _BUILD, studio.pool.shared(model_name):
