@@ -27,11 +27,14 @@ _REBUILDS = {"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", 
              "torch._tensor._rebuild_from_type_v2"}
 _ITEMSIZE = {"Float": 4, "Double": 8, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
              "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16}
-_STORAGES = {f"torch.{k}Storage": v for k, v in _ITEMSIZE.items()} | {"torch.storage.UntypedStorage": 1}
+# Typed storages by element size; torch.cuda.* names appear in checkpoints written on a GPU by old torch versions.
+_STORAGES = ({f"torch.{k}Storage": v for k, v in _ITEMSIZE.items()}
+             | {f"torch.cuda.{k}Storage": v for k, v in _ITEMSIZE.items()}
+             | {"torch.UntypedStorage": 1, "torch.storage.UntypedStorage": 1})
 _DTYPES = {f"torch.{n}" for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype)}
 # Objects whose construction is bounded by what the stream itself holds (a set of listed items, bytes of a string).
 _PLAIN = {"collections.OrderedDict", "torch.Size", "torch.device", "torch.Tensor", "torch.nn.parameter.Parameter",
-          "builtins.set", "builtins.frozenset", "_codecs.encode"}
+          "builtins.set", "builtins.frozenset", "builtins.complex", "collections.Counter", "_codecs.encode"}
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 _MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
 _MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
@@ -102,15 +105,16 @@ class _DryRun(pickle.Unpickler):
         self.storages: dict[str, int] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        full = f"{module}.{name}"
+        full = _python3_name(module, name)
+        module, name = full.rsplit(".", 1)
         if not admitted(full, self.inert):  # the opcode scan already refused these; kept as a second lock
             raise pickle.UnpicklingError(f"global {full!r}")
         if full in _STORAGES:
             return _Storage(_STORAGES[full])
         if full == "collections.OrderedDict":
             return collections.OrderedDict
-        if full in ("builtins.set", "builtins.frozenset"):
-            return set if name == "set" else frozenset
+        if full in ("builtins.set", "builtins.frozenset", "builtins.complex", "collections.Counter"):
+            return {"set": set, "frozenset": frozenset, "complex": complex, "Counter": collections.Counter}[name]
         if full == "_codecs.encode":
             return _codecs.encode
         return _Stub

@@ -215,12 +215,15 @@ def test_honest_checkpoint_still_loads(tmp_path):
     from brivl.checkpoint import load_torch_pickle
 
     path = tmp_path / "ok.pth"
-    state = {"learnable": {"imgencoder.w": torch.arange(6.0).reshape(2, 3), "n": torch.tensor([1, 2])},
-             "epoch": 3, "names": ["a", "b"], "pair": (1.5, None)}
+    state = {"learnable": {"imgencoder.w": torch.arange(6.0).reshape(2, 3), "n": torch.tensor([1, 2]),
+                           "h": torch.ones(2, dtype=torch.half), "p": torch.nn.Parameter(torch.ones(2))},
+             "epoch": 3, "names": ["a", "b"], "pair": (1.5, None), "tags": {"x", "y"}, "raw": b"xy", "z": 1 + 2j}
     torch.save(state, path)
     loaded = load_torch_pickle(path)
     assert torch.equal(loaded["learnable"]["imgencoder.w"], state["learnable"]["imgencoder.w"])
+    assert torch.equal(loaded["learnable"]["h"], state["learnable"]["h"])
     assert loaded["epoch"] == 3 and loaded["names"] == ["a", "b"] and loaded["pair"] == (1.5, None)
+    assert loaded["tags"] == {"x", "y"} and loaded["raw"] == b"xy" and loaded["z"] == 1 + 2j
     legacy = tmp_path / "legacy.pth"
     torch.save(state, legacy, _use_new_zipfile_serialization=False)
     assert torch.equal(load_torch_pickle(legacy)["learnable"]["n"], state["learnable"]["n"])
