@@ -6,6 +6,8 @@ under a root are refused too: a default root such as the working directory may h
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -13,6 +15,11 @@ from .errors import StudioInputError
 
 MAX_PHRASE_FILE_BYTES = 64 * 2**20  # jieba's dictionary is 5 MB
 PHRASE_SUFFIXES = (".txt",)
+
+
+def upload_folder() -> Path:
+    """Where Gradio keeps what page users upload (GRADIO_TEMP_DIR, else the system's temporary folder/gradio)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
 
 
 def default_roots() -> list[Path]:
@@ -32,7 +39,10 @@ class Roots:
         self.folders = list(dict.fromkeys(f.resolve() for f in chosen))
 
     def contains(self, path: Path) -> bool:
-        """Whether a resolved path lies inside a root and below no hidden entry of it."""
+        """Whether a resolved path lies inside a root and below no hidden entry of it (never among the uploads)."""
+        uploads = upload_folder()
+        if path == uploads or path.is_relative_to(uploads):
+            return False  # a page user's upload must not become a model or VQGAN even if a root holds the folder
         for root in self.folders:
             if path == root or path.is_relative_to(root):
                 return not any(part.startswith(".") for part in path.relative_to(root).parts)

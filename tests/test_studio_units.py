@@ -135,3 +135,12 @@ def test_roots_refuse_paths_outside_symlinks_out_and_hidden_entries(tmp_path):
     with pytest.raises(StudioInputError, match="outside the folders"):
         roots.check(str(outside / "missing.txt"), "file")
     assert roots.keep([allowed / "link.txt", allowed / "photos"]) == [allowed / "photos"]
+
+
+def test_uploads_cannot_be_named_even_inside_a_root(tmp_path, monkeypatch):
+    uploads = tmp_path / "gradio"
+    (uploads / "abc").mkdir(parents=True)
+    (uploads / "abc" / "model.pth").write_bytes(b"x")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    with pytest.raises(StudioInputError, match="outside the folders"):
+        Roots([tmp_path]).check(str(uploads / "abc" / "model.pth"), "model")
