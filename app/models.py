@@ -9,7 +9,8 @@ from collections import OrderedDict
 from .errors import StudioInputError
 from .paths import Roots
 
-_PRESET_NAMES = ("brivl-lite", "tiny")  # built from installed packages or seeded: no file a user names
+# Presets name no file a user chooses (brivl-lite is built from installed packages, tiny is seeded).
+_PRESET_NAMES = ("brivl-lite", "tiny", "brivl-1.0", "brivl-paper")
 
 class SharedLock:
     """Many shared holders or one exclusive holder; a waiting exclusive holder keeps new shared ones out."""
@@ -74,6 +75,9 @@ class ModelPool:
         if not name:
             raise StudioInputError("no model given: pick brivl-lite or type the path of a model folder")
         if name not in self.names and name not in _PRESET_NAMES:
+            if name.startswith("openclip:"):  # it may name a weights file anywhere: the operator lists these
+                raise StudioInputError(f"{name}: OpenCLIP models are offered only when the studio is started with "
+                                       f"--model {name.split(':', 2)[0]}:...")
             self.roots.check(name, "model")  # a typed path: only inside the operator's folders
         with self._guard:
             if name in self._models:

@@ -371,11 +371,19 @@ class Trainer:
     """One pre-training run: process group, model, MoCo module, DeepSpeed engine, data and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False):
-        import deepspeed
-
         self.cfg = cfg
         self.rank, self.world, self.device = init_processes()
         self._lock_output()
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.close()  # a run that never started must not keep the folder locked
+            raise
+
+    def _setup(self, cfg: TrainConfig, resume: bool) -> None:
+        """Model, MoCo module, DeepSpeed engine, data, sampler, and the checkpoint to resume from."""
+        import deepspeed
+
         self.global_batch = cfg.batch_size * self.world
         self.model = build_model(cfg)
         queue_size = cfg.queue_size or self.model.config.queue_size
@@ -542,27 +550,25 @@ class Trainer:
         else:
             stream = batches(self.dataset, self.sampler, threads=cfg.data_threads)
         last: dict[str, Any] = {}
-        while self.step < cfg.steps:
-            last = self.train_step(next(stream))
-            if self.rank == 0:
-                with open(self.out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(last) + "\n")
-                bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
-            if callback is not None:
-                callback(last)
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                save_checkpoint(self.engine, self.moco, cfg, self.step, self.sampler, last, self.process_state)
-        bar.close()
-        self.close()
+        try:
+            while self.step < cfg.steps:
+                last = self.train_step(next(stream))
+                if self.rank == 0:
+                    with open(self.out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(last) + "\n")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
+                if callback is not None:
+                    callback(last)
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    save_checkpoint(self.engine, self.moco, cfg, self.step, self.sampler, last, self.process_state)
+        finally:
+            bar.close()
+            self.close()  # finished or failed, the folder is free for the next run (or its --resume)
         return last
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None,
           callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run (or resume) pre-training; returns the last step's metrics."""
-    trainer = Trainer(cfg, resume=resume)
-    try:
-        return trainer.run(progress=progress, callback=callback)
-    finally:
-        trainer.close()
+    return Trainer(cfg, resume=resume).run(progress=progress, callback=callback)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 # name: lowest allowed value (integers)
 INTS = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "seed": 0, "save_every": 1, "keep_checkpoints": 1,
-        "data_threads": 0, "zero_stage": 0}
+        "data_threads": 1, "zero_stage": 0}
 OPTIONAL_INTS = {"queue_size": 1}
 # name: (lowest, lowest excluded?) for real numbers
 FLOATS = {"lr": (0.0, True), "weight_decay": (0.0, False), "grad_clip": (0.0, False)}

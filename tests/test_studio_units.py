@@ -144,3 +144,8 @@ def test_uploads_cannot_be_named_even_inside_a_root(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
     with pytest.raises(StudioInputError, match="outside the folders"):
         Roots([tmp_path]).check(str(uploads / "abc" / "model.pth"), "model")
+
+
+def test_typed_openclip_names_are_refused_unless_the_operator_listed_them(tmp_path):
+    with pytest.raises(StudioInputError, match="OpenCLIP models are offered only"):
+        ModelPool(["tiny"], roots=Roots([tmp_path])).get("openclip:ViT-B-32:/etc/x.pt")

@@ -216,3 +216,16 @@ def test_one_output_folder_one_training(toy, tmp_path):
         warnings.simplefilter("error")  # a run that ended cleanly leaves nothing to take over
         acquire(out)
     release(out)
+
+
+def test_a_run_that_fails_to_start_leaves_the_folder_unlocked(toy, tmp_path):
+    from brivl.moco import QueueSizeError
+    from brivl.run_lock import LOCK_NAME
+
+    with pytest.raises(QueueSizeError, match="not a multiple"):
+        Trainer(_cfg(toy, tmp_path, queue_size=10))  # refused after the lock was taken
+    assert (tmp_path / LOCK_NAME).read_text() == ""
+    free = subprocess.run([sys.executable, "-c", "import sys; from brivl.run_lock import acquire; acquire(sys.argv[1])",
+                           str(tmp_path)], env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                          capture_output=True, text=True)
+    assert free.returncode == 0 and "taking over" not in free.stderr
