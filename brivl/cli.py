@@ -444,18 +444,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_build_default(args: argparse.Namespace) -> int:
-    """Run the brivl-lite build recipe."""
+    """Run the brivl-lite build recipe (version 2 unless the config says `version: 1`)."""
     import logging
 
-    from .lite.recipe import BuildConfig, build_default
+    import yaml
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    if isinstance(data, dict) and data.get("version") == 1:
+        from .lite.recipe import BuildConfig, build_default
+    else:
+        from .lite.build import LiteBuildConfig as BuildConfig
+        from .lite.build import build_default
     cfg = BuildConfig.load(args.config) if args.config else BuildConfig()
     if args.work:
         cfg.work = args.work
     if args.out:
         cfg.out = args.out
-    print(json.dumps(build_default(cfg)))
+    print(json.dumps(build_default(cfg), ensure_ascii=False))
     return 0
 
 

