@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from ..checkpoint import WEIGHTS_NAME, load_into, load_safetensors, save_safetensors
 from ..config import BriVLConfig
 from ..inputs import check_pixels, check_texts
-from ..tokenizer import TokenizerMissingError, load_tokenizer
+from ..tokenizer import TokenizerMissingError, check_fits, load_tokenizer
 from .image_encoder import ImageEncoder
 from .meta import assign_state, parameters_on_meta, shares_parameters
 from .text_encoder import TextEncoder
@@ -35,6 +35,8 @@ class BriVL(nn.Module):
         self.config = config
         self.imgencoder = ImageEncoder(config.image, config.embed_dim)
         self.textencoder = TextEncoder(config.text, config.embed_dim)
+        if tokenizer is not None:
+            self._check_tokenizer(tokenizer)
         self._tokenizer = tokenizer
         # A built-in or package tokenizer needs no files beside the weights: it is built on first use, since
         # building brivl-lite's (250k pieces) is 0.8 s of a 1.4 s load that image-only work never needs.
@@ -45,13 +47,21 @@ class BriVL(nn.Module):
     def tokenizer(self) -> PreTrainedTokenizerBase | None:
         """The text tokenizer (None if the model has none); a built-in or package one is built on first use."""
         if self._tokenizer_pending:
-            self._tokenizer = load_tokenizer(self.config.text.tokenizer)
-            self._tokenizer_pending = False
+            tokenizer = load_tokenizer(self.config.text.tokenizer)
+            self._check_tokenizer(tokenizer)
+            self._tokenizer, self._tokenizer_pending = tokenizer, False
         return self._tokenizer
 
     @tokenizer.setter
     def tokenizer(self, value: PreTrainedTokenizerBase | None) -> None:
+        if value is not None:
+            self._check_tokenizer(value)
         self._tokenizer, self._tokenizer_pending = value, False
+
+    def _check_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Refuse a tokenizer whose ids run past the text backbone's embedding rows (warn if it uses few)."""
+        rows = self.textencoder.backbone.bert.get_input_embeddings().num_embeddings
+        check_fits(tokenizer, rows, self.config.text.backbone_name)
 
     # --- the TwoTower protocol -------------------------------------------------------------------
     @property
