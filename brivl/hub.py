@@ -12,6 +12,7 @@ TINY_SEED = 0
 LITE_FOLDER = Path(__file__).parent / "assets" / "brivl-lite"  # heads + config; backbones come from packages
 # Presets whose weights exist only as the official release: the user converts them once.
 _RELEASE_ONLY = {"brivl-1.0": "the BriVL 1.0 release checkpoint (BriVL-1.0-5500w.pth)",
+                 "brivl-nmi": "the Nature Communications release checkpoint (BriVL w/ RoBERTa-base)",
                  "brivl-paper": "a checkpoint of the paper's B7/RoBERTa-large model (not publicly released)"}
 
 
@@ -42,7 +43,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
     elif name in _RELEASE_ONLY and not path.exists():
         raise ModelNotFoundError(
             f"{name!r} is a layout, not shipped weights: get {_RELEASE_ONLY[name]}, convert it once with "
-            f"`brivl convert FILE.pth OUT_DIR --tokenizer VOCAB` and load OUT_DIR")
+            f"`brivl convert FILE.pth OUT_DIR --preset {name} --tokenizer VOCAB` and load OUT_DIR")
     elif path.is_dir():
         if not (path / CONFIG_NAME).is_file():
             raise ModelNotFoundError(f"{path} holds no {CONFIG_NAME}: not a model folder written by save_pretrained")

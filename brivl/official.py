@@ -12,7 +12,16 @@ from .config import BriVLConfig, preset
 # The CNN width of the released checkpoint tells which preset's backbone it was trained with. Both releases
 # are B5 (2048): their weights look alike, so the Nature Communications one must be named (--preset brivl-nmi).
 _PRESET_BY_CNN_WIDTH = {2048: "brivl-1.0", 2560: "brivl-paper"}
-RELEASES = ("brivl-1.0", "brivl-nmi")
+RELEASES = {"brivl-1.0": "BAAI WuDao BriVL-1.0 (BriVL-1.0-5500w): 380 px, detector boxes from its JSONL",
+            "brivl-nmi": "Nature Communications release (BriVL w/ RoBERTa-base): 456 px, 6x6 grid + whole image"}
+
+
+def release_of(cfg: BriVLConfig) -> str:
+    """Which official release a config was converted from (its preset, recorded in the name), in words."""
+    base = cfg.name.removesuffix("-converted")
+    if base in RELEASES:
+        return f"{base}: {RELEASES[base]}"
+    return f"{base} (not an official release)" if cfg.name.endswith("-converted") else "none (not converted)"
 
 
 def config_from_official(state: dict[str, Tensor], base: str | None = None) -> BriVLConfig:
