@@ -4,7 +4,6 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import BertTokenizerFast
 
 import brivl
@@ -12,6 +11,8 @@ from brivl.cli import main
 from brivl.config import preset
 from brivl.model.brivl import BriVL
 from brivl.tokenizer import TokenizerMismatchError, bert_from_vocab, load_tokenizer
+
+import release_reference  # tests/release_reference.py
 
 # The layout of hfl/chinese-roberta-wwm-ext's vocab.txt in miniature: [PAD] 0, [unused1..99], [UNK] 100,
 # [CLS] 101, [SEP] 102, [MASK] 103, then characters and word pieces.
@@ -119,26 +120,6 @@ def _official_file(model: BriVL, path):
     return path
 
 
-def _reference_text_tower(model: BriVL, ids: torch.Tensor) -> torch.Tensor:
-    """The release's text forward, written out from facts/official-brivl.md (sequence-first self-attention)."""
-    enc = model.textencoder
-    mask = ids != 0
-    hidden = enc.backbone.bert(input_ids=ids, token_type_ids=torch.zeros_like(ids)).last_hidden_state  # no mask
-    x = F.normalize(hidden, dim=-1).transpose(0, 1)  # [L, N, D]
-    for layer in enc.learnable["textAtt"].layers:
-        a = F.multi_head_attention_forward(
-            x, x, x, layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.self_attn.in_proj_weight,
-            layer.self_attn.in_proj_bias, None, None, False, 0.0, layer.self_attn.out_proj.weight,
-            layer.self_attn.out_proj.bias, training=False, key_padding_mask=~mask, need_weights=False)[0]
-        x = layer.norm1(x + a)
-        x = layer.norm2(x + layer.linear2(F.relu(layer.linear1(x))))
-    x = x.transpose(0, 1)
-    keep = mask.float().unsqueeze(-1)
-    mean = (x * keep).sum(1) / keep.sum(1)
-    fc = enc.learnable["textFC"]
-    return F.normalize(fc.fc2(F.relu(fc.fc1(mean))), dim=-1)
-
-
 def test_convert_load_encode_text_end_to_end_on_a_written_vocab(vocab_txt, tmp_path, capsys):
     reference = _release_model()
     pth = _official_file(reference, tmp_path / "release.pth")
@@ -153,7 +134,7 @@ def test_convert_load_encode_text_end_to_end_on_a_written_vocab(vocab_txt, tmp_p
     with torch.no_grad():
         emb = model.encode_text([SUNSET, TEMPLE])
         direct = reference.textencoder(want, (want != 0).long())
-        ref = _reference_text_tower(reference, want)
+        ref = release_reference.text_tower(reference, want)
     assert torch.equal(emb, direct)
     assert (emb - ref).abs().max().item() < 1e-6
     assert emb.shape == (2, 32) and torch.allclose(emb.norm(dim=-1), torch.ones(2))
