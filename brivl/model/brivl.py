@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from ..boxes import Boxes, check_boxes, pack_boxes, scale_boxes
 from ..checkpoint import WEIGHTS_NAME, load_into, load_safetensors, save_safetensors
 from ..config import BriVLConfig
 from ..inputs import check_pixels, check_texts
@@ -110,9 +111,26 @@ class BriVL(nn.Module):
         """L2-normalised text embeddings [n, embed_dim]."""
         return self.textencoder(**self.tokenize(texts))
 
-    def encode_image(self, pixels: Tensor) -> Tensor:
-        """L2-normalised image embeddings [n, embed_dim] of RGB pixels in [0, 1], any size."""
-        return self.imgencoder(check_pixels(pixels).to(self.device))
+    def encode_image(self, pixels: Tensor, boxes: Sequence[Boxes | None] | Tensor | None = None) -> Tensor:
+        """L2-normalised image embeddings [n, embed_dim] of RGB pixels in [0, 1], any size.
+
+        boxes: per image, up to box_grid^2 (36) boxes [x1, y1, x2, y2] in pixels of the given image (None: the
+        grid), to which the model adds the whole image; padded and masked as the release does. Default: the grid.
+        """
+        pixels = check_pixels(pixels).to(self.device)
+        if boxes is None:
+            return self.imgencoder(pixels)
+        packed, pad = self.pack_boxes(pixels, boxes)
+        return self.imgencoder(pixels, pad_mask=pad, boxes=packed)
+
+    def pack_boxes(self, pixels: Tensor, boxes: Sequence[Boxes | None] | Tensor) -> tuple[Tensor, Tensor]:
+        """Checked boxes [n, P, 4] in the model's input pixels and their padding mask [n, P] (True: padding)."""
+        cfg = self.config.image
+        n, _, h, w = pixels.shape
+        checked = check_boxes(boxes, n, h, w, cfg.num_patches - 1)
+        scaled = [None if b is None else scale_boxes(b, h, w, cfg.image_size) for b in checked]
+        packed, pad = pack_boxes(scaled, self.imgencoder.boxes, cfg.image_size)
+        return packed.to(self.device), pad.to(self.device)
 
     def feature_layers(self) -> dict[str, nn.Module]:
         """Layers a neuron objective may hook: `llp` (the map MSPP pools) and each CNN stage `block<i>`."""
