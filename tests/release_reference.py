@@ -39,9 +39,11 @@ def text_tower(model: BriVL, ids: Tensor) -> Tensor:
     return masked_mean_mlp(x, keep, enc.learnable["textFC"])
 
 
-def image_tower(model: BriVL, pixels: Tensor, boxes: Tensor, valid: Tensor) -> Tensor:
-    """The release's image forward: pixels at the model's size, boxes [N, 37, 4] in its pixels, valid lengths [N]."""
-    enc, size, g = model.imgencoder, model.image_size, model.config.image.grid_size
+def image_tower(model: BriVL, pixels: Tensor, boxes: Tensor, valid: Tensor, size: int | None = None) -> Tensor:
+    """The release's image forward: pixels at its size (default: the model's), boxes [N, 37, 4] in its pixels,
+    valid lengths [N]."""
+    enc, g = model.imgencoder, model.config.image.grid_size
+    size = size or model.image_size
     x = (pixels - enc.mean) / enc.std
     fmap = enc.backbone.forward_features(x)
     n, c, h, w = fmap.shape
