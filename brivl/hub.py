@@ -56,7 +56,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
         if path.name != WEIGHTS_NAME:
             raise ModelNotFoundError(f"{path}: expected the weights to be named {WEIGHTS_NAME}; load the folder")
         model = BriVL.from_folder(path.parent)
-    elif path.is_file() and path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+    elif path.is_file() and path.suffix in (".pth", ".pt", ".bin", ".ckpt", ".tar"):  # BriVL-1.0-5500w.tar
         model = load_official(path, tokenizer=tokenizer)
     elif path.is_file():
         raise CheckpointError(f"{path}: unknown weights format (expected a folder, .safetensors or .pth)")
