@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the default for a B5 checkpoint) or brivl-nmi (the Nature Communications release: 456 px, "
                         "6x6 grid + whole image); any preset names a layout (default: told by the CNN width)")
     p.add_argument("--tokenizer", help="tokenizer folder or vocab.txt of the text backbone, copied into out_dir")
+    p.add_argument("--max-text-len", type=int, help="padded text length (default 80, the releases' config); the "
+                                                    "release attends to padding, so match the embeddings you compare "
+                                                    "with: the Nature Communications example.py pads to 32")
     p = sub.add_parser("train", help="cross-modal MoCo pre-training on DeepSpeed (see README: Training)")
     p.add_argument("--config", required=True, help="a YAML training config")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
@@ -449,7 +452,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Convert an official checkpoint to a model folder."""
     from .official import load_official
 
-    model = load_official(args.checkpoint, base=args.preset, tokenizer=args.tokenizer)
+    model = load_official(args.checkpoint, base=args.preset, tokenizer=args.tokenizer, max_len=args.max_text_len)
     out = model.save_pretrained(args.out_dir)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}/ ({model.config.name}, {n / 1e6:.1f} M parameters, joint dim {model.embed_dim})")

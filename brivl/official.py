@@ -74,8 +74,13 @@ def config_from_official(state: dict[str, Tensor], base: str | None = None) -> B
     return cfg
 
 
-def load_official(path: str | Path, base: str | None = None, tokenizer: str | Path | None = None):
-    """Build a BriVL model from an official .pth (weights_only load; momentum copies and queues ignored)."""
+def load_official(path: str | Path, base: str | None = None, tokenizer: str | Path | None = None,
+                  max_len: int | None = None):
+    """Build a BriVL model from an official .pth (weights_only load; momentum copies and queues ignored).
+
+    max_len: the padded text length (default: the config's 80); the release attends to padding, so it must be
+    the length the embeddings to match were made with (the Nature Communications example.py uses 32).
+    """
     from .model.brivl import BriVL
     from .tokenizer import load_tokenizer
 
@@ -84,6 +89,9 @@ def load_official(path: str | Path, base: str | None = None, tokenizer: str | Pa
     if base is None and cfg.name == "brivl-1.0-converted":
         warnings.warn(f"{Path(path).name}: taken as BriVL-1.0 (380 px, detector boxes); for the Nature "
                       f"Communications release (456 px, grid boxes) pass --preset brivl-nmi", stacklevel=2)
+    if max_len is not None:
+        cfg.text.max_len = max_len
+        cfg.validate()
     tok = load_tokenizer(str(tokenizer), None) if tokenizer else None
     if tok is not None:
         cfg.text.tokenizer = ""  # the given one is saved beside the weights, not rebuilt from a preset

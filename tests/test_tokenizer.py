@@ -139,3 +139,22 @@ def test_convert_load_encode_text_end_to_end_on_a_written_vocab(vocab_txt, tmp_p
     assert (emb - ref).abs().max().item() < 1e-6
     assert emb.shape == (2, 32) and torch.allclose(emb.norm(dim=-1), torch.ones(2))
     assert (emb[0] @ emb[1]).item() < 0.99  # the bug gave these two texts one embedding (cosine 1.0000)
+
+
+def test_convert_max_text_len_sets_the_padded_length(vocab_txt, tmp_path, capsys):
+    # The release attends to padding, so the padded length is part of the embedding (example.py pads to 32).
+    reference = _release_model()
+    pth = _official_file(reference, tmp_path / "release.pth")
+    assert main(["convert", str(pth), str(tmp_path / "out"), "--preset", "tiny", "--tokenizer", str(vocab_txt),
+                 "--max-text-len", "12"]) == 0
+    model = brivl.load(tmp_path / "out")
+    want = torch.tensor([SUNSET_IDS + [0] * 4])
+    assert model.config.text.max_len == 12 and torch.equal(model.tokenize([SUNSET])["input_ids"], want)
+    with torch.no_grad():
+        assert torch.equal(model.encode_text([SUNSET]), reference.textencoder(want, (want != 0).long()))
+        longer = torch.tensor([SUNSET_IDS + [0] * 24])
+        padded_32 = reference.textencoder(longer, (longer != 0).long())
+        assert (model.encode_text([SUNSET]) - padded_32).abs().max().item() > 1e-4  # the length matters
+    capsys.readouterr()
+    assert main(["convert", str(pth), str(tmp_path / "bad"), "--preset", "tiny", "--max-text-len", "65"]) == 2
+    assert "text.max_len 65 exceeds the backbone's 64 positions" in capsys.readouterr().err
