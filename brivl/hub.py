@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import WEIGHTS_NAME, CheckpointError
-from .config import CONFIG_NAME, PRESETS, preset
+from .config import CONFIG_NAME, PRESETS
+from .config import preset as preset_config  # `preset` is also a parameter of load
 
 TINY_SEED = 0
 LITE_FOLDER = Path(__file__).parent / "assets" / "brivl-lite"  # heads + config; backbones come from packages
@@ -20,8 +21,12 @@ class ModelNotFoundError(FileNotFoundError):
     """A model name that is neither a usable preset nor a local folder or file."""
 
 
-def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer: str | Path | None = None):
-    """Load a model: `tiny` (seeded random weights), a folder from save_pretrained, a .safetensors or official .pth file."""
+def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer: str | Path | None = None,
+         preset: str | None = None):
+    """Load a model: `tiny` (seeded random weights), a folder from save_pretrained, a .safetensors or official .pth file.
+
+    preset names the release an official .pth comes from (brivl-1.0 or brivl-nmi; see brivl convert --preset).
+    """
     from .model.brivl import BriVL
     from .official import load_official
 
@@ -34,7 +39,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
     if name == "tiny":
         with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
             torch.manual_seed(TINY_SEED)  # the tiny preset is defined as these seeded random weights
-            model = BriVL(preset("tiny"))
+            model = BriVL(preset_config("tiny"))
     elif name == "brivl-lite" and not path.exists():
         if not (LITE_FOLDER / WEIGHTS_NAME).is_file():
             raise ModelNotFoundError(f"the brivl-lite heads are not in this installation ({LITE_FOLDER}); "
@@ -57,7 +62,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
             raise ModelNotFoundError(f"{path}: expected the weights to be named {WEIGHTS_NAME}; load the folder")
         model = BriVL.from_folder(path.parent)
     elif path.is_file() and path.suffix in (".pth", ".pt", ".bin", ".ckpt", ".tar"):  # BriVL-1.0-5500w.tar
-        model = load_official(path, tokenizer=tokenizer)
+        model = load_official(path, base=preset, tokenizer=tokenizer)
     elif path.is_file():
         raise CheckpointError(f"{path}: unknown weights format (expected a folder, .safetensors or .pth)")
     else:
