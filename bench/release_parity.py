@@ -74,7 +74,8 @@ def run(work: Path) -> None:
     vocab = write_vocab(work / "vocab.txt")
     pth = work / "release.pth"
     torch.save({"learnable": reference.state_dict()}, pth)
-    print(f"built and wrote the release layout ({pth.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.0f} s")
+    size = pth.stat().st_size / 2**30
+    print(f"built and wrote the release layout ({size:.2f} GiB) in {time.perf_counter() - t0:.0f} s")
 
     ids = hand_ids(vocab, TEXTS)
     ref_text = R.text_tower(reference, ids)

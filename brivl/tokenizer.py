@@ -86,7 +86,8 @@ def _load_local(path: Path) -> PreTrainedTokenizerBase:
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (ValueError, OSError, KeyError) as e:
-        if not vocab.exists():  # a config naming no class, or a class this install lacks, and no vocab.txt to fall back on
+        # A config naming no class, or a class this install lacks, with no vocab.txt to fall back on.
+        if not vocab.exists():
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TokenizerMissingError(f"{path}: its tokenizer files cannot be read ({first})") from None
         return bert_from_vocab(vocab)

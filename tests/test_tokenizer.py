@@ -17,7 +17,8 @@ import release_reference  # tests/release_reference.py
 # The layout of hfl/chinese-roberta-wwm-ext's vocab.txt in miniature: [PAD] 0, [unused1..99], [UNK] 100,
 # [CLS] 101, [SEP] 102, [MASK] 103, then characters and word pieces.
 CHARS = list("夕阳下的大海中国传统寺庙")  # ids 104..115
-VOCAB = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + CHARS + ["sea", "##s"]
+VOCAB = (["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + CHARS
+         + ["sea", "##s"])
 SUNSET, TEMPLE = "夕阳下的大海", "中国传统寺庙"
 # Hand-computed: [CLS], one id per character (line number in VOCAB), [SEP]; 猫 is not in the vocab: [UNK].
 SUNSET_IDS = [101, 104, 105, 106, 107, 108, 109, 102]
