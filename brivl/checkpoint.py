@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -73,6 +74,9 @@ def load_torch_pickle(path: str | Path) -> object:
             f"{path}: refused to load: the pickle holds objects other than tensors and plain containers, "
             f"which could run code ({first})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        if tarfile.is_tarfile(path):  # a download packed as an archive, with the checkpoint inside
+            raise CheckpointError(f"{path}: a tar archive of files, not a torch checkpoint: unpack it "
+                                  f"(tar -xf) and convert the .pth inside") from None
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or damaged?): {e}") from None
 
 
