@@ -5,6 +5,7 @@ import errno
 import os
 import pickle
 import re
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -85,7 +86,11 @@ def load_torch_pickle(path: str | Path) -> object:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    scan_torch_file(path)  # weights_only still admits bytearray(n) and lying storage sizes
+    try:
+        scan_torch_file(path)  # weights_only still admits bytearray(n) and lying storage sizes
+    except CheckpointError:
+        _refuse_tar(path)
+        raise
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -94,8 +99,16 @@ def load_torch_pickle(path: str | Path) -> object:
             f"{path}: refused to load: the pickle holds objects other than tensors and plain containers, "
             f"which could run code ({first})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, AssertionError, TypeError, ValueError) as e:
+        _refuse_tar(path)
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or damaged?): {first}") from None
+
+
+def _refuse_tar(path: Path) -> None:
+    """A download packed as a tar archive, with the checkpoint inside: say so instead of 'damaged'."""
+    if tarfile.is_tarfile(path):
+        raise CheckpointError(f"{path}: a tar archive of files, not a torch checkpoint: unpack it "
+                              f"(tar -xf) and convert the .pth inside") from None
 
 
 def official_state_dict(raw: object, source: str = "checkpoint") -> dict[str, Tensor]:

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encode-image", help="embed image files (print them, or save with -o)")
     _model_arg(p)
     p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--boxes", help="JSONL of detector boxes in the BriVL-1.0 release's format, one line per image: "
+                                   "{\"image_id\": PATH, \"bbox\": [[x1, y1, x2, y2], ...]} in the file's pixels "
+                                   "(the first 36 are kept, the whole image is added; default: the 6x6 grid)")
     p.add_argument("-o", "--output", help="save embeddings to .npy, .json or .safetensors")
 
     p = sub.add_parser("similarity", help="cosine similarity of every image with every text")
@@ -97,8 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert an official BriVL .pth into a safetensors model folder")
     p.add_argument("checkpoint", help="the official .pth file (loaded with weights_only=True)")
     p.add_argument("out_dir", help="folder to write model.safetensors, config.json and tokenizer files to")
-    p.add_argument("--preset", help="the preset whose layout the weights follow (default: told by the CNN width)")
+    p.add_argument("--preset", "--release", dest="preset",
+                   help="the release the weights come from: brivl-1.0 (BAAI WuDao BriVL-1.0: 380 px, detector boxes; "
+                        "the default for a B5 checkpoint) or brivl-nmi (the Nature Communications release: 456 px, "
+                        "6x6 grid + whole image); any preset names a layout (default: told by the CNN width)")
     p.add_argument("--tokenizer", help="tokenizer folder or vocab.txt of the text backbone, copied into out_dir")
+    p.add_argument("--max-text-len", type=int, help="padded text length (default 80, the releases' config); the "
+                                                    "release attends to padding, so match the embeddings you compare "
+                                                    "with: the Nature Communications example.py pads to 32")
     p = sub.add_parser("train", help="cross-modal MoCo pre-training on DeepSpeed (see README: Training)")
     p.add_argument("--config", required=True, help="a YAML training config")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
@@ -305,8 +314,18 @@ def _load(args: argparse.Namespace, name: str | None = None):
     return load(name, device=args.device, tokenizer=args.tokenizer)
 
 
+def _boxes_text(im) -> str:
+    """How the image tower picks its boxes, in words."""
+    grid = f"{im.box_grid}x{im.box_grid} grid + whole image"
+    if im.boxes == "detector":
+        return f"up to {im.num_patches - 1} detector boxes (--boxes) + whole image, padded and masked; {grid} if none"
+    return grid
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Print a model's layout and sizes."""
+    from .official import release_of
+
     model = _load(args)
     cfg = model.config
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -314,8 +333,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows = [
         ("model", cfg.name),
         ("joint dim", cfg.embed_dim),
+        ("release", release_of(cfg)),
         ("image tower", f"{im.backbone} @ {im.image_size}px -> {im.num_patches} MSPP patches "
-                        f"({im.box_grid}x{im.box_grid} grid + whole image, {im.grid_size}x{im.grid_size} samples) "
+                        f"({_boxes_text(im)}, {im.grid_size}x{im.grid_size} samples) "
                         f"-> {im.att_layers}x SA({im.patch_dim}, {im.att_heads} heads) -> MLP"),
         ("text tower", f"{tx.backbone.get('model_type')} {tx.backbone.get('num_hidden_layers')}x{tx.hidden_size}"
                        f" ({tx.backbone_name or 'custom'}), max {tx.max_len} tokens -> {tx.att_layers}x SA -> MLP"),
@@ -384,20 +404,35 @@ def cmd_encode_text(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encode_images(model, paths: list[str]):
+def _encode_images(model, paths: list[str], boxes_file: str | None = None):
+    import inspect
+
     import torch
 
+    from .boxes import RELEASE_MAX_BOXES, boxes_for, load_images_with_boxes, read_release_jsonl
     from .images import load_images
 
-    pixels = load_images(paths, model.image_size)
+    from .inputs import InputError
+
+    if boxes_file is not None and "boxes" not in inspect.signature(model.encode_image).parameters:
+        raise InputError(f"{type(model).__name__} takes no boxes; leave out --boxes")
+    if boxes_file is None:
+        pixels, boxes = load_images(paths, model.image_size), None
+    else:
+        per_image = boxes_for(paths, read_release_jsonl(boxes_file), boxes_file)
+        pixels, boxes = load_images_with_boxes(paths, per_image, model.image_size, RELEASE_MAX_BOXES)
     with torch.inference_mode():
-        return model.encode_image(pixels)
+        return model.encode_image(pixels) if boxes is None else model.encode_image(pixels, boxes=boxes)
 
 
 def cmd_encode_image(args: argparse.Namespace) -> int:
     """Embed image files."""
     model = _load(args)
-    emb = _encode_images(model, args.images)
+    config = getattr(model, "config", None)
+    if args.boxes is None and config is not None and config.image.boxes == "detector":
+        warnings.warn(f"{config.name} was trained on detector boxes; without --boxes it sees the "
+                      f"{config.image.box_grid}x{config.image.box_grid} grid", stacklevel=1)
+    emb = _encode_images(model, args.images, args.boxes)
     _save(args.output, emb, args.images) if args.output else _print_embeddings(args.images, emb)
     return 0
 
@@ -429,7 +464,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .official import load_official
 
     refuse_remote_code(args.tokenizer)  # official.py reads it through transformers
-    model = load_official(args.checkpoint, base=args.preset, tokenizer=args.tokenizer)
+    model = load_official(args.checkpoint, base=args.preset, tokenizer=args.tokenizer, max_len=args.max_text_len)
     out = model.save_pretrained(args.out_dir)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}/ ({model.config.name}, {n / 1e6:.1f} M parameters, joint dim {model.embed_dim})")
@@ -456,18 +491,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_build_default(args: argparse.Namespace) -> int:
-    """Run the brivl-lite build recipe."""
+    """Run the brivl-lite build recipe (version 2 unless the config says `version: 1`)."""
     import logging
 
-    from .lite.recipe import BuildConfig, build_default
+    import yaml
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    if isinstance(data, dict) and data.get("version") == 1:
+        from .lite.recipe import BuildConfig, build_default
+    else:
+        from .lite.build import LiteBuildConfig as BuildConfig
+        from .lite.build import build_default
     cfg = BuildConfig.load(args.config) if args.config else BuildConfig()
     if args.work:
         cfg.work = args.work
     if args.out:
         cfg.out = args.out
-    print(json.dumps(build_default(cfg)))
+    print(json.dumps(build_default(cfg), ensure_ascii=False))
     return 0
 
 

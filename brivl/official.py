@@ -1,6 +1,7 @@
 """Import of the official BriVL release (.pth with a 'learnable' state dict) into this package's format."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from torch import Tensor
@@ -8,8 +9,19 @@ from torch import Tensor
 from .checkpoint import CheckpointError, count_layers, load_into, load_torch_pickle, official_state_dict
 from .config import BriVLConfig, preset
 
-# The CNN width of the released checkpoint tells which preset's backbone it was trained with.
+# The CNN width of the released checkpoint tells which preset's backbone it was trained with. Both releases
+# are B5 (2048): their weights look alike, so the Nature Communications one must be named (--preset brivl-nmi).
 _PRESET_BY_CNN_WIDTH = {2048: "brivl-1.0", 2560: "brivl-paper"}
+RELEASES = {"brivl-1.0": "BAAI WuDao BriVL-1.0 (BriVL-1.0-5500w): 380 px, detector boxes from its JSONL",
+            "brivl-nmi": "Nature Communications release (BriVL w/ RoBERTa-base): 456 px, 6x6 grid + whole image"}
+
+
+def release_of(cfg: BriVLConfig) -> str:
+    """Which official release a config was converted from (its preset, recorded in the name), in words."""
+    base = cfg.name.removesuffix("-converted")
+    if base in RELEASES:
+        return f"{base}: {RELEASES[base]}"
+    return f"{base} (not an official release)" if cfg.name.endswith("-converted") else "none (not converted)"
 
 
 def config_from_official(state: dict[str, Tensor], base: str | None = None) -> BriVLConfig:
@@ -62,14 +74,27 @@ def config_from_official(state: dict[str, Tensor], base: str | None = None) -> B
     return cfg
 
 
-def load_official(path: str | Path, base: str | None = None, tokenizer: str | Path | None = None):
-    """Build a BriVL model from an official .pth (weights_only load; momentum copies and queues ignored)."""
+def load_official(path: str | Path, base: str | None = None, tokenizer: str | Path | None = None,
+                  max_len: int | None = None):
+    """Build a BriVL model from an official .pth (weights_only load; momentum copies and queues ignored).
+
+    max_len: the padded text length (default: the config's 80); the release attends to padding, so it must be
+    the length the embeddings to match were made with (the Nature Communications example.py uses 32).
+    """
     from .model.brivl import BriVL
     from .tokenizer import load_tokenizer
 
     state = official_state_dict(load_torch_pickle(path), str(path))
     cfg = config_from_official(state, base)
+    if base is None and cfg.name == "brivl-1.0-converted":
+        warnings.warn(f"{Path(path).name}: taken as BriVL-1.0 (380 px, detector boxes); for the Nature "
+                      f"Communications release (456 px, grid boxes) pass --preset brivl-nmi", stacklevel=2)
+    if max_len is not None:
+        cfg.text.max_len = max_len
+        cfg.validate()
     tok = load_tokenizer(str(tokenizer), None) if tokenizer else None
+    if tok is not None:
+        cfg.text.tokenizer = ""  # the given one is saved beside the weights, not rebuilt from a preset
     model = BriVL(cfg, tokenizer=tok)
     load_into(model, state, str(path))
     return model.eval()

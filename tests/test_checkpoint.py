@@ -165,6 +165,24 @@ def test_truncated_checkpoints_give_clear_errors(tiny, tmp_path):
         load_official(official, base="tiny")
 
 
+def test_a_release_saved_as_tar_loads_and_a_tar_archive_says_unpack(release_mode_tiny, tmp_path):
+    import tarfile
+
+    # BriVL-1.0 is distributed as BriVL-1.0-5500w.tar: a torch.save file by that name loads like a .pth.
+    path = _official_file(release_mode_tiny, tmp_path / "BriVL-1.0-5500w.tar")
+    loaded = brivl.load(path, preset="tiny")  # preset: the release (layout) the file follows
+    assert loaded.config.name == "tiny-converted"
+    for a, b in zip(_embed(release_mode_tiny), _embed(loaded)):
+        assert torch.equal(a, b)
+    archive = tmp_path / "packed.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(path, arcname="BriVL-1.0-5500w.pth")
+    for load in (lambda: load_official(archive, base="tiny"), lambda: brivl.load(archive)):
+        with pytest.raises(CheckpointError, match=r"packed.tar: a tar archive of files, not a torch checkpoint: "
+                                                  r"unpack it \(tar -xf\)"):
+            load()
+
+
 def test_shape_mismatch_with_config_names_the_keys(tiny, tmp_path):
     tiny.save_pretrained(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())

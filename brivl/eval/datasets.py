@@ -6,7 +6,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..boxes import release_caption, release_row, resolve_image
 from ..data import IMAGE_SUFFIXES, DataError
+from ..inputs import InputError
 
 
 @dataclass
@@ -44,6 +46,8 @@ class RetrievalSet:
     images: list[Path]
     captions: list[str]
     caption_image: list[int] = field(default_factory=list)
+    # Per image, its detector boxes in the file's pixels (None: the grid); None when the manifest has no boxes.
+    boxes: list[list[list[float]] | None] | None = None
 
 
 def read_name_map(path: str | Path | None) -> dict[str, str]:
@@ -144,18 +148,29 @@ def read_labelled_texts(path: str | Path, name_map: str | Path | None = None) ->
 def read_retrieval_set(path: str | Path) -> RetrievalSet:
     """A retrieval manifest: JSONL {"image", "text"|"caption"|"captions": [...]} or TSV 'image<TAB>caption'.
 
-    Rows naming the same image are merged, so an image may have several captions (as AIC-ICC's five); image paths
-    are relative to the manifest's folder.
+    JSONL lines may also be the BriVL-1.0 release's {"image_id", "sentences": [[key, text], ...], "bbox": [...]}:
+    the caption is its 'sur_text' and the image keeps its first 36 boxes. Rows naming the same image are merged,
+    so an image may have several captions (as AIC-ICC's five); image paths are relative to the manifest's folder
+    (else to the current folder, as the release's own scripts read them).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such manifest (expected .jsonl or .tsv rows of image and caption)")
     rows: list[tuple[str, list[str]]] = []
+    boxes: dict[str, list[list[float]]] = {}
     lines = path.read_text(encoding="utf-8-sig").splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if path.suffix == ".jsonl":
+        if path.suffix == ".jsonl" and '"image_id"' in line:
+            try:
+                release = release_row(line, path, n, need_text=True)
+            except InputError as e:
+                raise DataError(str(e)) from None
+            image, caps = str(release.image), release_caption(release)
+            if '"bbox"' in line:
+                boxes.setdefault(image, release.boxes)
+        elif path.suffix == ".jsonl":
             try:
                 row = json.loads(line)
                 image = row["image"]
@@ -187,8 +202,9 @@ def read_retrieval_set(path: str | Path) -> RetrievalSet:
         i = order.setdefault(image, len(order))
         captions += caps
         caption_image += [i] * len(caps)
-    images = [path.parent / image for image in order]
+    images = [resolve_image(image, path.parent) for image in order]
     missing = [p for p in images if not p.is_file()]
     if missing:
         raise DataError(f"{path}: {len(missing)} image file(s) not found (e.g. {missing[0]})")
-    return RetrievalSet(path, images, captions, caption_image)
+    per_image = [boxes.get(image) for image in order] if boxes else None
+    return RetrievalSet(path, images, captions, caption_image, per_image)

@@ -8,6 +8,7 @@ their normalised embeddings, normalised again).
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..boxes import RELEASE_MAX_BOXES, load_images_with_boxes
 from ..images import load_images
 from ..inputs import InputError
 from .datasets import ClassFolders, LabelledTexts, RetrievalSet
@@ -44,12 +46,23 @@ def check_templates(templates: Sequence[str]) -> list[str]:
 
 @torch.no_grad()
 def embed_image_files(model, paths: Sequence, batch_size: int = 32, progress: bool | None = None,
-                      callback: Progress | None = None) -> Tensor:
-    """Image embeddings [n, d] (on the CPU, float32) of image files, read at the model's input size."""
+                      callback: Progress | None = None, boxes: Sequence | None = None) -> Tensor:
+    """Image embeddings [n, d] (on the CPU, float32) of image files, read at the model's input size.
+
+    boxes: per file, its boxes in the file's pixels (None: the grid), for models whose encode_image takes boxes.
+    """
+    if boxes is not None and "boxes" not in inspect.signature(model.encode_image).parameters:
+        raise InputError(f"{type(model).__name__} takes no boxes; give a manifest without bbox")
     out = []
     for start in tqdm(range(0, len(paths), batch_size), disable=not _bar(progress), desc="images", unit="batch"):
-        out.append(model.encode_image(load_images(list(paths[start:start + batch_size]), model.image_size))
-                   .float().cpu())
+        chunk = list(paths[start:start + batch_size])
+        if boxes is None:
+            emb = model.encode_image(load_images(chunk, model.image_size))
+        else:
+            pixels, scaled = load_images_with_boxes(chunk, boxes[start:start + batch_size], model.image_size,
+                                                    RELEASE_MAX_BOXES)
+            emb = model.encode_image(pixels, boxes=scaled)
+        out.append(emb.float().cpu())
         if callback is not None:
             callback("images", min(start + batch_size, len(paths)), len(paths))
     return torch.cat(out)
@@ -132,10 +145,11 @@ def text_classification(model, data: LabelledTexts, *, templates: Sequence[str] 
 def retrieval(model, data: RetrievalSet, *, batch_size: int = 32, progress: bool | None = None,
               callback: Progress | None = None) -> dict:
     """Image->text and text->image Recall@1/5/10 and Recall@SUM; an image may have several captions."""
-    img = embed_image_files(model, data.images, batch_size, progress, callback)
+    img = embed_image_files(model, data.images, batch_size, progress, callback, boxes=data.boxes)
     txt = embed_texts(model, data.captions, max(batch_size, 64), progress, callback)
     metrics = recall_at_k_multi(img @ txt.T, data.caption_image)
-    return {"task": "retrieval", "data": str(data.source), "n_images": len(data.images),
+    return {"task": "retrieval", "data": str(data.source), "boxes": "manifest" if data.boxes else "grid",
+            "n_images": len(data.images),
             "n_captions": len(data.captions), **metrics}
 
 

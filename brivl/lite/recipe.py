@@ -1,4 +1,7 @@
-"""`brivl build-default`: rebuild the brivl-lite heads from installed packages only (data-free distillation).
+"""Recipe version 1 of brivl-lite (retired; version 2 is `brivl.lite.build`): data-free distillation.
+
+Kept because its images feed `brivl build-vqgan` and its numbers are the README's baseline
+(`brivl build-default --config configs/build-lite-v1.yaml` still runs it).
 
 Stages, each resumable and written under the work folder:
 1. images  - synthetic class images (DeepInversion on the EfficientNet-Lite0 classifier), 2x2 mosaics of them
@@ -86,6 +89,7 @@ REFINE_KEYS = ("steps", "batch_size", "lr", "distill_weight", "warmup_steps")
 class BuildConfig:
     """What `brivl build-default` makes and how long it trains (configs/build-lite.yaml)."""
 
+    version: int = 1  # configs/build-lite-v1.yaml says so; a config without it is read as version 2
     work: str = "build/brivl-lite"  # images, manifest, cache, training run
     out: str = ""  # where the heads go; "" = the installed package's brivl-lite folder
     synth_per_class: int = 2  # DeepInversion images per ImageNet class (0 = none)
@@ -246,7 +250,7 @@ def _caption(cls: int, names: list[str], zh_share: float, heldout: set[tuple[int
 
 def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Frozen-backbone outputs, teacher logits for `views` augmented views of each image, and label prompts."""
-    from ..config import preset
+    from ..config import brivl_lite_v1
     from ..data import Augment
     from ..feature_cache import build_feature_cache, is_feature_cache
     from ..model.brivl import BriVL
@@ -256,7 +260,7 @@ def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     folder = work / "cache"
     if is_feature_cache(folder):
         return folder
-    model = with_package_backbones(BriVL(preset("brivl-lite"))).eval()
+    model = with_package_backbones(BriVL(brivl_lite_v1())).eval()
     # The image backbone is the teacher itself (the packaged EfficientNet-Lite0 with its ImageNet classifier,
     # same 0.5/0.5 normalisation at 224 px): its head on the cached feature map gives the teacher's logits.
     return build_feature_cache(model, work / "manifest.jsonl", folder, views=cfg.views, seed=cfg.seed,
@@ -276,6 +280,13 @@ def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress
         "save_every": max(1, min(500, cfg.steps)), "augment": False,
         "freeze": {"cnn_blocks": [], "text_layers": 0, "fix_bn": True},
         "distill": {"weight": cfg.distill_weight, "classes": cfg.distill_classes}}
+    if model == "brivl-lite":  # this recipe's 384-d layout, not the preset's (recipe version 2's)
+        from ..config import brivl_lite_v1
+
+        v1 = brivl_lite_v1()
+        settings["model_overrides"] = {"embed_dim": v1.embed_dim, "image": {
+            k: getattr(v1.image, k) for k in ("patch_dim", "att_layers", "att_ff_dim", "mlp_hidden")},
+            "text": {"mlp_hidden": v1.text.mlp_hidden}}
     tc = TrainConfig.from_dict({**settings, **options})
     resume = latest_checkpoint(tc.output) is not None
     Trainer(tc, resume=resume).run(progress=progress)

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from ..boxes import Boxes, check_boxes, pack_boxes, scale_boxes
 from ..checkpoint import WEIGHTS_NAME, load_into, load_safetensors, save_safetensors
 from ..config import BriVLConfig
 from ..inputs import check_pixels, check_texts
 from ..hf import load_tokenizer, refuse_remote_code
-from ..tokenizer import TokenizerMissingError
+from ..tokenizer import TokenizerMissingError, check_fits
 from .image_encoder import ImageEncoder
 from .meta import assign_state, parameters_on_meta, shares_parameters
 from .text_encoder import TextEncoder
@@ -36,6 +37,8 @@ class BriVL(nn.Module):
         self.config = config
         self.imgencoder = ImageEncoder(config.image, config.embed_dim)
         self.textencoder = TextEncoder(config.text, config.embed_dim)
+        if tokenizer is not None:
+            self._check_tokenizer(tokenizer)
         self._tokenizer = tokenizer
         # A built-in or package tokenizer needs no files beside the weights: it is built on first use, since
         # building brivl-lite's (250k pieces) is 0.8 s of a 1.4 s load that image-only work never needs.
@@ -46,13 +49,21 @@ class BriVL(nn.Module):
     def tokenizer(self) -> PreTrainedTokenizerBase | None:
         """The text tokenizer (None if the model has none); a built-in or package one is built on first use."""
         if self._tokenizer_pending:
-            self._tokenizer = load_tokenizer(self.config.text.tokenizer)
-            self._tokenizer_pending = False
+            tokenizer = load_tokenizer(self.config.text.tokenizer)
+            self._check_tokenizer(tokenizer)
+            self._tokenizer, self._tokenizer_pending = tokenizer, False
         return self._tokenizer
 
     @tokenizer.setter
     def tokenizer(self, value: PreTrainedTokenizerBase | None) -> None:
+        if value is not None:
+            self._check_tokenizer(value)
         self._tokenizer, self._tokenizer_pending = value, False
+
+    def _check_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Refuse a tokenizer whose ids run past the text backbone's embedding rows (warn if it uses few)."""
+        rows = self.textencoder.backbone.bert.get_input_embeddings().num_embeddings
+        check_fits(tokenizer, rows, self.config.text.backbone_name)
 
     # --- the TwoTower protocol -------------------------------------------------------------------
     @property
@@ -101,9 +112,26 @@ class BriVL(nn.Module):
         """L2-normalised text embeddings [n, embed_dim]."""
         return self.textencoder(**self.tokenize(texts))
 
-    def encode_image(self, pixels: Tensor) -> Tensor:
-        """L2-normalised image embeddings [n, embed_dim] of RGB pixels in [0, 1], any size."""
-        return self.imgencoder(check_pixels(pixels).to(self.device))
+    def encode_image(self, pixels: Tensor, boxes: Sequence[Boxes | None] | Tensor | None = None) -> Tensor:
+        """L2-normalised image embeddings [n, embed_dim] of RGB pixels in [0, 1], any size.
+
+        boxes: per image, up to box_grid^2 (36) boxes [x1, y1, x2, y2] in pixels of the given image (None: the
+        grid), to which the model adds the whole image; padded and masked as the release does. Default: the grid.
+        """
+        pixels = check_pixels(pixels).to(self.device)
+        if boxes is None:
+            return self.imgencoder(pixels)
+        packed, pad = self.pack_boxes(pixels, boxes)
+        return self.imgencoder(pixels, pad_mask=pad, boxes=packed)
+
+    def pack_boxes(self, pixels: Tensor, boxes: Sequence[Boxes | None] | Tensor) -> tuple[Tensor, Tensor]:
+        """Checked boxes [n, P, 4] in the model's input pixels and their padding mask [n, P] (True: padding)."""
+        cfg = self.config.image
+        n, _, h, w = pixels.shape
+        checked = check_boxes(boxes, n, h, w, cfg.num_patches - 1)
+        scaled = [None if b is None else scale_boxes(b, h, w, cfg.image_size) for b in checked]
+        packed, pad = pack_boxes(scaled, self.imgencoder.boxes, cfg.image_size)
+        return packed.to(self.device), pad.to(self.device)
 
     def feature_layers(self) -> dict[str, nn.Module]:
         """Layers a neuron objective may hook: `llp` (the map MSPP pools) and each CNN stage `block<i>`."""

@@ -42,29 +42,36 @@ class ImageEncoder(nn.Module):
         """The CNN feature map [N, C, h, w] that MSPP pools (passes through the `llp` marker)."""
         return self.llp(self.backbone.forward_features(self.preprocess(pixels)))
 
-    def box_means(self, pixels: Tensor | None = None, feature_map: Tensor | None = None) -> Tensor:
-        """Mean of each box's GRID_SIZE^2 samples of the CNN map [N, 37, C]: all MSPP needs of a frozen backbone.
+    def box_means(self, pixels: Tensor | None = None, feature_map: Tensor | None = None,
+                  boxes: Tensor | None = None) -> Tensor:
+        """Mean of each box's GRID_SIZE^2 samples of the CNN map [N, P, C]: all MSPP needs of a frozen backbone.
 
-        Pass `feature_map` (from `feature_map(pixels)`) instead of pixels when it is needed for more than MSPP.
+        Pass `feature_map` (from `feature_map(pixels)`) instead of pixels when it is needed for more than MSPP;
+        `boxes` [N, P, 4] in input pixels replaces the 37 grid boxes (see brivl.boxes.pack_boxes).
         """
         if feature_map is None:
             feature_map = self.feature_map(pixels)
-        samples = sample_boxes(feature_map, self.boxes, self.cfg.image_size, self.cfg.grid_size)
+        boxes = self.boxes if boxes is None else boxes
+        samples = sample_boxes(feature_map, boxes, self.cfg.image_size, self.cfg.grid_size)
         return samples.mean(dim=(-1, -2))
 
-    def patches(self, pixels: Tensor | None = None, box_means: Tensor | None = None) -> Tensor:
-        """L2-normalised MSPP patch vectors [N, 37, patch_dim], from pixels or from cached box_means."""
+    def patches(self, pixels: Tensor | None = None, box_means: Tensor | None = None,
+                boxes: Tensor | None = None) -> Tensor:
+        """L2-normalised MSPP patch vectors [N, P, patch_dim], from pixels (and boxes) or from cached box_means."""
         if box_means is None:
-            box_means = self.box_means(pixels)
+            box_means = self.box_means(pixels, boxes=boxes)
         return F.normalize(pool_patches(box_means, self.learnable["max_pool"]), dim=-1)
 
     def attend(self, pixels: Tensor | None = None, pad_mask: Tensor | None = None,
-               box_means: Tensor | None = None) -> Tensor:
-        """Patch vectors after the self-attention block [N, 37, patch_dim]."""
-        return self.learnable["imgAtt"](self.patches(pixels, box_means), src_key_padding_mask=pad_mask)
+               box_means: Tensor | None = None, boxes: Tensor | None = None) -> Tensor:
+        """Patch vectors after the self-attention block [N, P, patch_dim] (padded boxes masked out as keys)."""
+        return self.learnable["imgAtt"](self.patches(pixels, box_means, boxes), src_key_padding_mask=pad_mask)
 
     def forward(self, pixels: Tensor | None = None, pad_mask: Tensor | None = None,
-                box_means: Tensor | None = None) -> Tensor:
-        """Joint-space image embeddings [N, embed_dim], L2-normalised (box_means skips a frozen backbone)."""
-        fused = masked_mean(self.attend(pixels, pad_mask, box_means), pad_mask)
+                box_means: Tensor | None = None, boxes: Tensor | None = None) -> Tensor:
+        """Joint-space image embeddings [N, embed_dim], L2-normalised (box_means skips a frozen backbone).
+
+        `boxes` [N, P, 4] in input pixels with `pad_mask` [N, P] (True: padding) replace the grid boxes.
+        """
+        fused = masked_mean(self.attend(pixels, pad_mask, box_means, boxes), pad_mask)
         return F.normalize(self.learnable["imgFC"](fused), dim=-1)

@@ -29,14 +29,21 @@ def box_thetas(boxes: Tensor, height: int, width: int) -> Tensor:
 
 
 def sample_boxes(fmap: Tensor, boxes: Tensor, image_size: int, grid_size: int) -> Tensor:
-    """Bilinear samples of each box: [N, C, h, w] map, [P, 4] boxes in input pixels -> [N, P, C, g, g]."""
+    """Bilinear samples of each box: [N, C, h, w] map, boxes in input pixels -> [N, P, C, g, g].
+
+    `boxes` is [P, 4] (the same boxes for every image) or [N, P, 4] (each image its own, e.g. detector boxes).
+    """
     n, c, h, w = fmap.shape
-    p = boxes.shape[0]
+    per_image = boxes.dim() == 3
+    boxes = boxes if per_image else boxes[None]  # [B, P, 4], B = N or 1
+    b, p = boxes.shape[:2]
     scale = boxes.new_tensor([w / image_size, h / image_size, w / image_size, h / image_size])
-    theta = box_thetas(boxes.to(fmap.device) * scale.to(fmap.device), h, w).to(fmap.dtype)
-    grid = F.affine_grid(theta, [p, 1, grid_size, grid_size], align_corners=False)  # [P, g, g, 2]
+    theta = box_thetas(boxes.reshape(-1, 4).to(fmap.device) * scale.to(fmap.device), h, w).to(fmap.dtype)
+    grid = F.affine_grid(theta, [b * p, 1, grid_size, grid_size], align_corners=False)  # [B*P, g, g, 2]
     # One grid_sample call over all boxes: the P grids are laid side by side along the width.
-    wide = grid.permute(1, 0, 2, 3).reshape(1, grid_size, p * grid_size, 2).expand(n, -1, -1, -1)
+    wide = grid.view(b, p, grid_size, grid_size, 2).permute(0, 2, 1, 3, 4).reshape(b, grid_size, p * grid_size, 2)
+    if not per_image:
+        wide = wide.expand(n, -1, -1, -1)
     sampled = F.grid_sample(fmap, wide, mode="bilinear", padding_mode="zeros", align_corners=False)
     return sampled.view(n, c, grid_size, p, grid_size).permute(0, 3, 1, 2, 4)
 

@@ -1,0 +1,84 @@
+"""The texts brivl-lite's text head learns from: every ImageNet class named many ways, in English and Chinese.
+
+Each text comes with the classes it names (one, or two for a text that names two things, whose target lies
+between them). Sources: the WordNet synonyms and glosses timm ships, the Chinese names in `brivl.lite.zh`, the
+parallel templates of `brivl.lite.zh` plus extra ones, and two-class sentences. The parallel (template, class)
+sentences held out for the cross-lingual test (`heldout_sentence_pairs`) are never emitted.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .zh import PARALLEL_TEMPLATES, ZH_CLASS_SYNONYMS
+
+EN_EXTRA = ("{}", "an image of a {}.", "a {} in the picture.", "a photo of the {}, seen up close.", "the {}.",
+            "a painting of a {}.", "a cropped photo of a {}.", "a photo of many {}.", "a {} in the wild.",
+            "art of a {}.", "a rendering of a {}.", "a photo of my {}.")
+ZH_EXTRA = ("{}", "一个{}", "这是{}。", "{}的图片", "一幅{}的油画。", "很多{}", "一张关于{}的照片。", "真实的{}")
+EN_SYNONYM_TEMPLATES = ("{}", "a photo of a {}.", "a picture of a {}.", "an image of a {}.")
+ZH_SYNONYM_TEMPLATES = ("{}", "一张{}的照片。", "一幅{}的图片。", "图中有一个{}。")
+EN_GLOSS_TEMPLATES = ("{}", "{name}: {}")
+EN_PAIR_TEMPLATES = ("a {} and a {}", "a photo of a {} with a {}.", "a {} next to a {}.", "a {} on a {}.",
+                     "a picture of a {} and a {}.", "a {} near a {}.")
+ZH_PAIR_TEMPLATES = ("{}和{}", "一张{}和{}的照片。", "{}旁边的{}", "{}上的{}", "有{}和{}的图片")
+
+
+@dataclass(frozen=True)
+class Text:
+    """A training text and the ImageNet classes it names."""
+
+    text: str
+    classes: tuple[int, ...]
+
+
+def english_synonyms(descriptions: list[str], limit: int = 3) -> list[list[str]]:
+    """The first `limit` WordNet synonyms of each class ("tench, Tinca tinca" -> ["tench", "Tinca tinca"])."""
+    return [[s.strip() for s in d.split(",") if s.strip()][:limit] for d in descriptions]
+
+
+def class_texts(cls: int, en_names: list[str], gloss: str, heldout: set[tuple[int, int]]) -> list[Text]:
+    """Every single-class text of class `cls`, English and Chinese, minus the held-out parallel sentences."""
+    out: list[Text] = []
+    first, zh = en_names[0], ZH_CLASS_SYNONYMS[cls]
+    for t, (en_t, zh_t) in enumerate(PARALLEL_TEMPLATES):
+        if (t, cls) not in heldout:
+            out += [Text(en_t.format(first), (cls,)), Text(zh_t.format(zh[0]), (cls,))]
+    out += [Text(t.format(first), (cls,)) for t in EN_EXTRA]
+    out += [Text(t.format(zh[0]), (cls,)) for t in ZH_EXTRA]
+    out += [Text(t.format(name), (cls,)) for name in en_names[1:] for t in EN_SYNONYM_TEMPLATES]
+    out += [Text(t.format(name), (cls,)) for name in zh[1:] for t in ZH_SYNONYM_TEMPLATES]
+    if gloss:
+        out += [Text(t.format(gloss, name=first), (cls,)) for t in EN_GLOSS_TEMPLATES]
+    return out
+
+
+def pair_texts(n: int, classes: list[int], en_first: list[str], seed: int) -> list[Text]:
+    """n two-class sentences (half English, half Chinese) over random pairs of `classes`, seeded."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.sample(classes, 2)
+        if i % 2:
+            out.append(Text(rng.choice(ZH_PAIR_TEMPLATES).format(ZH_CLASS_SYNONYMS[a][0], ZH_CLASS_SYNONYMS[b][0]),
+                            (a, b)))
+        else:
+            out.append(Text(rng.choice(EN_PAIR_TEMPLATES).format(en_first[a], en_first[b]), (a, b)))
+    return out
+
+
+def build_corpus(classes: list[int] | None = None, pairs: int = 10000, seed: int = 0) -> list[Text]:
+    """The whole training corpus (classes: a subset of the 1000 for small builds; None = all)."""
+    from timm.data import ImageNetInfo
+
+    from .recipe import heldout_sentence_pairs
+
+    info = ImageNetInfo()
+    names = english_synonyms(list(info.label_descriptions()))
+    glosses = [d.split(":", 1)[1].strip() if ":" in d else "" for d in info.label_descriptions(detailed=True)]
+    heldout = set(heldout_sentence_pairs())
+    chosen = list(range(1000)) if classes is None else list(classes)
+    out = [t for c in chosen for t in class_texts(c, names[c], glosses[c], heldout)]
+    if pairs and len(chosen) >= 2:
+        out += pair_texts(pairs, chosen, [n[0] for n in names], seed)
+    return out

@@ -1,0 +1,194 @@
+"""Train brivl-lite's text head (self-attention + MLP over the frozen e5 backbone) onto the classifier's class targets.
+
+The backbone's hidden states of every corpus text are cached once (shards, resumable); the head then learns
+to put each text on the unit target of the classes it names (`brivl.lite.classifier_space`): a cross-entropy
+over all 1000 class targets (so classes stay apart) plus 1 - cosine to the text's own target (so a class prompt
+lands on the direction a render climbs). Training resumes from its last checkpoint, exactly.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
+from ..config import ConfigError
+from .text_corpus import Text
+
+log = logging.getLogger("brivl.build")
+SHARD = 2048
+
+
+@torch.no_grad()
+def cache_hidden_states(model, texts: list[str], folder: Path, batch: int = 64, progress: bool = True) -> Path:
+    """The frozen backbone's last hidden states of each text (fp16, unpadded), in shards; finished shards are kept."""
+    from tqdm.auto import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / "texts.json"
+    if record.is_file() and json.loads(record.read_text()) != texts:
+        raise ConfigError(f"{folder} caches other texts; delete it to rebuild the text cache")
+    atomic_write_bytes(record, json.dumps(texts, ensure_ascii=False).encode())
+    encoder = model.textencoder.eval()
+    shards = range(0, len(texts), SHARD)
+    for start in tqdm(shards, disable=not progress, desc="caching text hidden states", unit="shard"):
+        path = folder / f"hidden-{start // SHARD:05d}.safetensors"
+        if path.is_file():
+            continue
+        rows, lengths = [], []
+        chunk = texts[start:start + SHARD]
+        for i in range(0, len(chunk), batch):
+            tok = model.tokenize(chunk[i:i + batch], warn=False)
+            tok.pop("truncated")
+            states = encoder.hidden_states(**tok).half()
+            for row, mask in zip(states, tok["attention_mask"]):
+                n = int(mask.sum())
+                rows.append(row[:n])
+                lengths.append(n)
+        save_safetensors({"hidden": torch.cat(rows), "lengths": torch.tensor(lengths)}, path)
+    return folder
+
+
+class HiddenCache:
+    """All cached hidden states in memory: `batch(indices)` gives padded hidden states and their mask."""
+
+    def __init__(self, folder: Path):
+        hidden, lengths = [], []
+        for path in sorted(folder.glob("hidden-*.safetensors")):
+            shard = load_safetensors(path)
+            hidden.append(shard["hidden"])
+            lengths.append(shard["lengths"])
+        if not hidden:
+            raise ConfigError(f"no cached hidden states under {folder}")
+        self.hidden = torch.cat(hidden)
+        self.lengths = torch.cat(lengths)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), self.lengths.cumsum(0)])
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """(hidden [n, L, H] float32, attention mask [n, L]) for these texts, padded to the longest."""
+        lengths = self.lengths[indices]
+        longest = int(lengths.max())
+        hidden = torch.zeros(len(indices), longest, self.hidden.shape[1])
+        for row, i in enumerate(indices.tolist()):
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            hidden[row, :b - a] = self.hidden[a:b].float()
+        mask = (torch.arange(longest)[None] < lengths[:, None]).long()
+        return hidden, mask
+
+
+def soft_labels(corpus: list[Text], n_classes: int) -> Tensor:
+    """[n, C] label distributions: the classes a text names, equally weighted."""
+    labels = torch.zeros(len(corpus), n_classes)
+    for i, t in enumerate(corpus):
+        labels[i, list(t.classes)] = 1.0 / len(t.classes)
+    return labels
+
+
+def head_parameters(model) -> list[nn.Parameter]:
+    """The text head's trainable parameters (self-attention and MLP; the backbone stays frozen)."""
+    return list(model.textencoder.learnable.parameters())
+
+
+def head_loss(model, hidden: Tensor, mask: Tensor, labels: Tensor, targets: Tensor, temperature: float,
+              cosine_weight: float) -> tuple[Tensor, dict[str, float]]:
+    """Cross-entropy of the text embeddings against all class targets plus 1 - cos to each text's own target."""
+    emb = model.textencoder(None, mask, hidden)
+    logits = emb @ targets.T / temperature
+    ce = -(labels * logits.log_softmax(-1)).sum(-1).mean()
+    own = F.normalize(labels @ targets, dim=-1)
+    cos = (emb * own).sum(-1).mean()
+    loss = ce + cosine_weight * (1 - cos)
+    hits = labels.gather(1, logits.argmax(-1, keepdim=True)).squeeze(1) > 0
+    return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "cos": float(cos.detach()), "acc": float(hits.float().mean())}
+
+
+def _lr(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _save_checkpoint(model, opt: torch.optim.Optimizer, out: Path, step: int) -> None:
+    """head + optimizer into ckpt-STEP/, then state.json names it, then older checkpoints go."""
+    import shutil
+
+    from ..nested_state import save_nested
+
+    ckpt = out / f"ckpt-{step:07d}"
+    ckpt.mkdir(exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.textencoder.learnable.state_dict().items()}
+    save_safetensors(state, ckpt / "head.safetensors")
+    save_nested(opt.state_dict(), ckpt / "optimizer")
+    atomic_write_bytes(out / "state.json", json.dumps({"step": step, "checkpoint": ckpt.name}).encode())
+    for old in out.glob("ckpt-*"):
+        if old != ckpt:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def train_text_head(model, cache: HiddenCache, labels: Tensor, targets: Tensor, out: Path, *, steps: int,
+                    batch: int, lr: float, warmup: int, temperature: float, cosine_weight: float, seed: int,
+                    save_every: int = 200, progress: bool = True) -> dict[str, Any]:
+    """Train the head in `model` in place; checkpoints in `out` (resumes from the last one); returns the last metrics."""
+    from tqdm.auto import tqdm
+
+    from ..nested_state import load_nested
+
+    if len(cache) != len(labels):
+        raise ConfigError(f"{len(cache)} cached texts but {len(labels)} label rows")
+    out.mkdir(parents=True, exist_ok=True)
+    params = head_parameters(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    step = 0
+    if (out / "state.json").is_file():  # written last, so it always names a complete checkpoint
+        state = json.loads((out / "state.json").read_text())
+        ckpt = out / state["checkpoint"]
+        model.textencoder.learnable.load_state_dict(load_safetensors(ckpt / "head.safetensors"))
+        opt.load_state_dict(load_nested(ckpt / "optimizer", opt.state_dict()))
+        step = int(state["step"])
+    metrics: dict[str, Any] = {}
+    model.textencoder.train()
+    log_file = out / "metrics.jsonl"
+    bar = tqdm(total=steps, initial=step, disable=not progress, desc="training the text head", unit="step")
+    t0 = time.perf_counter()
+    while step < steps:
+        # Each step's batch depends on the seed and the step only, so a resumed run draws the same batches.
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(len(cache), (batch,), generator=g)
+        hidden, mask = cache.batch(idx)
+        torch.manual_seed(seed * 7_919 + step)  # dropout
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, steps, lr, warmup)
+        loss, metrics = head_loss(model, hidden, mask, labels[idx], targets, temperature, cosine_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"text-head loss is {float(loss)} at step {step}; lower lr (now {lr})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", cos=f"{metrics['cos']:.3f}", acc=f"{metrics['acc']:.2f}")
+        if step % 50 == 0 or step == steps:
+            with open(log_file, "a") as f:
+                f.write(json.dumps({"step": step, **metrics, "s": round(time.perf_counter() - t0, 1)}) + "\n")
+        if step % save_every == 0 or step == steps:
+            _save_checkpoint(model, opt, out, step)
+    bar.close()
+    model.textencoder.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return metrics
