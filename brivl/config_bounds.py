@@ -116,7 +116,8 @@ def _check_tokenizer(value: Any) -> None:
     if scheme in ("builtin", "package") and value not in TOKENIZERS:
         _fail("text.tokenizer", value, "one of " + ", ".join(repr(t) for t in TOKENIZERS[1:]) + " or a backbone name")
     # A path in a config would make loading read files outside the model folder; --tokenizer is for that.
-    if value.startswith(("/", "~", "\\")) or ".." in value.split("/") or (scheme and scheme not in ("builtin", "package")):
+    is_path = value.startswith(("/", "~", "\\")) or ".." in value.split("/")
+    if is_path or (scheme and scheme not in ("builtin", "package")):
         _fail("text.tokenizer", value, "a built-in or package tokenizer or a backbone name, not a path")
 
 

@@ -88,7 +88,8 @@ def _manifest_lines(source: Path) -> list[str]:
         return raw.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{source}:{line}: not UTF-8 text (byte {raw[e.start]:#04x}); save the manifest as UTF-8") from None
+        raise DataError(f"{source}:{line}: not UTF-8 text (byte {raw[e.start]:#04x}); "
+                        f"save the manifest as UTF-8") from None
 
 
 @dataclass

@@ -64,8 +64,9 @@ def check_train_kinds(cfg: TrainConfig) -> None:
         raise ConfigError(f"model_overrides must be a mapping (e.g. {{image: {{att_layers: 2}}}}), "
                           f"got {cfg.model_overrides!r}")
     fr, dc = cfg.freeze, cfg.distill
-    if fr.cnn_blocks is not None and not (isinstance(fr.cnn_blocks, list)
-                                          and all(isinstance(b, int) and not isinstance(b, bool) for b in fr.cnn_blocks)):
+    blocks = fr.cnn_blocks
+    if blocks is not None and not (isinstance(blocks, list)
+                                   and all(isinstance(b, int) and not isinstance(b, bool) for b in blocks)):
         raise ConfigError(f"freeze.cnn_blocks must be a list of block numbers, got {fr.cnn_blocks!r}")
     if fr.text_layers is not None:
         _int("freeze.text_layers", fr.text_layers, 0)
