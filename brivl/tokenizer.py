@@ -81,10 +81,12 @@ def _load_local(path: Path) -> PreTrainedTokenizerBase:
         if not vocab.exists():
             raise TokenizerMissingError(f"{path} holds no tokenizer.json, tokenizer_config.json or vocab.txt")
         return bert_from_vocab(vocab)
-    from transformers import AutoTokenizer
+    from .hf import RemoteCodeError, hf_tokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tok = hf_tokenizer(path)  # refuses a folder that names code (auto_map) before transformers reads it
+    except RemoteCodeError:
+        raise
     except (ValueError, OSError, KeyError) as e:
         # A config naming no class, or a class this install lacks, with no vocab.txt to fall back on.
         if not vocab.exists():
