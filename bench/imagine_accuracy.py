@@ -39,6 +39,13 @@ CONCEPTS = (
 )
 
 
+def chinese_concepts(concepts=CONCEPTS) -> tuple[tuple[str, str], ...]:
+    """The same concepts with Chinese prompts: each class's first Chinese name (brivl.lite.zh), as a user types it."""
+    from brivl.lite.zh import ZH_CLASS_NAMES
+
+    return tuple((ZH_CLASS_NAMES[i], name) for i, (_, name) in zip(concept_indices(concepts), concepts, strict=True))
+
+
 def concept_indices(concepts=CONCEPTS) -> list[int]:
     """The ImageNet class index of each concept (raises if a name is not exactly one class)."""
     from brivl.lite.efficientnet_lite import short_class_names
@@ -92,7 +99,7 @@ def verdicts(probs: torch.Tensor, targets: list[int], names: list[str], k: int =
 
 def run(model, judge: Judge, *, concepts=CONCEPTS, steps: int = 256, size: int | None = None, seed: int = 0,
         batch: int = 8, param: str = "fft", decorrelate: bool = True, lr: float = 0.05, k: int = 5,
-        progress: bool | None = None) -> tuple[dict, torch.Tensor]:
+        progress: bool | None = None, vqgan=None, cutn: int = 8) -> tuple[dict, torch.Tensor]:
     """Render every concept with viz.imagine (`batch` prompts per batch) and judge them; (results, images)."""
     import viz
 
@@ -105,6 +112,12 @@ def run(model, judge: Judge, *, concepts=CONCEPTS, steps: int = 256, size: int |
     images = []
     for i in range(0, len(prompts), batch):
         chunk = prompts[i:i + batch]
+        if vqgan is not None:  # VQGAN inversion: one prompt per call, its own default lr
+            for prompt in chunk:
+                out = viz.vqgan_imagine(model, vqgan, prompt, steps=steps, size=side, seed=seed, cutn=cutn,
+                                        progress=progress)
+                images.append(out.images.cpu())
+            continue
         out = viz.imagine(model, chunk if len(chunk) > 1 else chunk[0], steps=steps, size=side, seed=seed,
                           param=param, decorrelate=decorrelate, lr=lr, progress=progress)
         images.append(out.images.cpu())
@@ -114,8 +127,12 @@ def run(model, judge: Judge, *, concepts=CONCEPTS, steps: int = 256, size: int |
     rows = verdicts(judge.probs(images), targets, judge.names, k)
     judge_s = time.perf_counter() - t1
     # Baseline in the same process: the judge on the starting images the renders began from (seeded noise).
-    start = torch.cat([viz.param.image(len(prompts[i:i + batch]), side, param, decorrelate, seed=seed)().detach()
-                       for i in range(0, len(prompts), batch)])
+    if vqgan is None:
+        start = torch.cat([viz.param.image(len(prompts[i:i + batch]), side, param, decorrelate, seed=seed)().detach()
+                           for i in range(0, len(prompts), batch)])
+    else:  # near the images the inversion starts from: one step from the same seed (it needs >= 1)
+        start = torch.cat([viz.vqgan_imagine(model, vqgan, p, steps=1, size=side, seed=seed, cutn=cutn,
+                                             progress=False).images for p in prompts])
     base = verdicts(judge.probs(start), targets, judge.names, k)
     n = len(rows)
     results = {
@@ -123,6 +140,7 @@ def run(model, judge: Judge, *, concepts=CONCEPTS, steps: int = 256, size: int |
         "judge": f"efficientnet-lite{judge.variant} (ImageNet, whole image, crop_pct=1.0)",
         "k": k, "n": n, "steps": steps, "size": side, "seed": seed, "batch": batch, "param": param,
         "decorrelate": decorrelate, "lr": lr, "transforms": "standard",
+        "method": "network visualisation" if vqgan is None else f"VQGAN inversion ({cutn} cutouts)",
         "rate_topk": sum(r["hit_topk"] for r in rows) / n,
         "rate_top1": sum(r["hit_top1"] for r in rows) / n,
         "baseline_noise_rate_topk": sum(r["hit_topk"] for r in base) / n,
@@ -165,6 +183,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--judge", type=int, default=2, choices=[0, 2], help="EfficientNet-Lite variant (default 2)")
     ap.add_argument("--limit", type=int, help="only the first N concepts (smoke runs)")
+    ap.add_argument("--lang", choices=["en", "zh"], default="en", help="English prompts or the Chinese names")
+    ap.add_argument("--vqgan", help="VQGAN inversion through this VQGAN ('lite', a folder, a taming .ckpt)")
+    ap.add_argument("--cutn", type=int, default=8, help="cutouts per step with --vqgan (default 8)")
     ap.add_argument("--out", default="imagine_accuracy", help="output folder (default: ./imagine_accuracy)")
     args = ap.parse_args()
     import brivl
@@ -175,8 +196,17 @@ def main() -> None:
     except ModelNotFoundError as e:
         raise SystemExit(f"imagine_accuracy: {e}; for a smoke run use --model tiny") from None
     concepts = CONCEPTS[:args.limit] if args.limit else CONCEPTS
+    if args.lang == "zh":
+        concepts = chinese_concepts(concepts)
+    vqgan = None
+    if args.vqgan:
+        from viz.vqgan import load_vqgan
+
+        vqgan = load_vqgan(args.vqgan, device=args.device)
     results, images = run(model, Judge(args.judge, args.device), concepts=concepts, steps=args.steps,
-                          size=args.size, seed=args.seed, batch=args.batch, param=args.param, lr=args.lr)
+                          size=args.size, seed=args.seed, batch=args.batch, param=args.param, lr=args.lr,
+                          vqgan=vqgan, cutn=args.cutn)
+    results["lang"] = args.lang
     js, png = write(results, images, args.out, args.model)
     k = results["k"]
     print(f"model {results['model']}, {results['n']} concepts, {results['steps']} steps at {results['size']} px "

@@ -18,14 +18,18 @@ from brivl.model.image_encoder import ImageEncoder
 def test_targets_are_unit_and_rank_like_the_logits():
     torch.manual_seed(0)
     w, b = torch.randn(50, 16) * torch.rand(50, 1) * 3, torch.randn(50) * 0.3
-    t = class_targets(w, b)
-    assert t.shape == (50, 18)
-    assert torch.allclose(t.norm(dim=1), torch.ones(50), atol=1e-5)
-    # An image vector [m; 1; 0] scores every class by its logit W m + b, divided by one common factor.
     m = torch.rand(7, 16) * 4
     image = torch.cat([m, torch.ones(7, 1), torch.zeros(7, 1)], 1)
-    ratio = (image @ t.T) / (m @ w.T + b)
-    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4)
+    logits = m @ w.T + b
+    for centre, shift in ((False, 0.0), (True, logits.mean(1, keepdim=True))):
+        t = class_targets(w, b, centre=centre)
+        assert t.shape == (50, 18)
+        assert torch.allclose(t.norm(dim=1), torch.ones(50), atol=1e-5)
+        # An image vector [m; 1; 0] scores every class by its logit W m + b (less the mean logit when centred),
+        # divided by one common factor: the classifier's ranking exactly.
+        ratio = (image @ t.T) / (logits - shift)
+        assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-3)
+        assert torch.equal((image @ t.T).argsort(1), logits.argsort(1))
     assert (t[:, -1] >= 0).all() and t[:, -1].min() < 1e-2  # the longest row needs no equaliser
 
 
@@ -38,22 +42,25 @@ def test_mixed_targets_lie_between_the_classes():
     assert torch.allclose(mix[0] @ t[2], ((1 + t[2] @ t[5]) / 2).sqrt(), atol=1e-6)
 
 
+F_TEST = 256  # timm's test_efficientnet: feature channels before its classifier
+
+
 def _tower(layers: int = 1) -> ImageEncoder:
     from brivl.config import ImageTowerConfig
 
-    cfg = ImageTowerConfig(backbone="test_efficientnet", num_classes=10, image_size=64, patch_dim=patch_dim_for(32),
-                           att_heads=4, att_layers=layers, att_ff_dim=16, dropout=0.0, mlp_hidden=40)
+    cfg = ImageTowerConfig(backbone="test_efficientnet", num_classes=10, image_size=64, patch_dim=patch_dim_for(F_TEST),
+                           att_heads=4, att_layers=layers, att_ff_dim=16, dropout=0.0, mlp_hidden=F_TEST + 8)
     torch.manual_seed(0)
-    return ImageEncoder(cfg, embed_dim_for(32)).eval()
+    return ImageEncoder(cfg, embed_dim_for(F_TEST)).eval()
 
 
 def test_image_head_embeds_the_pooled_feature_direction():
     tower = _tower()
-    assert tower.backbone.num_features == 32  # the widths above assume timm's test_efficientnet
+    assert tower.backbone.num_features == F_TEST  # the widths above assume timm's test_efficientnet
     pixels = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         box = tower.box_means(pixels)
-        box = box.relu()  # the head assumes non-negative features (ReLU6 maps); test with such
+        box = box.abs()  # the head assumes non-negative features (ReLU6 maps); test with such
         scale = image_scale(box)
         set_image_head(tower, scale)
         emb = tower(box_means=box)
@@ -73,8 +80,8 @@ def test_image_head_refuses_a_wrong_width():
     from brivl.config import ImageTowerConfig
 
     cfg = ImageTowerConfig(backbone="test_efficientnet", num_classes=10, image_size=64, patch_dim=32, att_heads=2,
-                           att_layers=1, att_ff_dim=16, mlp_hidden=40)
+                           att_layers=1, att_ff_dim=16, mlp_hidden=F_TEST + 8)
     with pytest.raises(ConfigError, match="patch_dim"):
-        set_image_head(ImageEncoder(cfg, embed_dim_for(32)), 10.0)
+        set_image_head(ImageEncoder(cfg, embed_dim_for(F_TEST)), 10.0)
     with pytest.raises(ConfigError, match="positive"):
         set_image_head(_tower(), float("nan"))

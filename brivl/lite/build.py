@@ -40,7 +40,7 @@ class LiteBuildConfig:
     out: str = ""  # where the heads go; "" = the installed package's brivl-lite folder
     classes: int = 1000  # the first N of a seeded permutation of the ImageNet classes (tiny builds use a few)
     pairs: int = 10000  # two-class sentences
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 100
@@ -120,10 +120,11 @@ def stage_text_head(cfg: LiteBuildConfig, model, corpus, work: Path, progress: b
     from .classifier_space import class_targets
     from .text_head import HiddenCache, cache_hidden_states, soft_labels, train_text_head
 
-    folder = cache_hidden_states(model, [t.text for t in corpus], work / "text-cache", progress=progress)
+    texts = [t.text for t in corpus]
+    folder = cache_hidden_states(model, texts, work / "text-cache", progress=progress)
     clf = model.imgencoder.backbone.get_classifier()
     targets = class_targets(clf.weight.detach(), clf.bias.detach())
-    return train_text_head(model, HiddenCache(folder), soft_labels(corpus, 1000), targets, work / "text-head",
+    return train_text_head(model, HiddenCache(folder, texts), soft_labels(corpus, 1000), targets, work / "text-head",
                            steps=cfg.steps, batch=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup_steps,
                            temperature=cfg.temperature, cosine_weight=cfg.cosine_weight, seed=cfg.seed,
                            save_every=max(1, min(200, cfg.steps)), progress=progress)

@@ -81,4 +81,9 @@ def build_corpus(classes: list[int] | None = None, pairs: int = 10000, seed: int
     out = [t for c in chosen for t in class_texts(c, names[c], glosses[c], heldout)]
     if pairs and len(chosen) >= 2:
         out += pair_texts(pairs, chosen, [n[0] for n in names], seed)
-    return out
+    # Another template or name can spell a held-out sentence exactly ("a photo of a {}." with "large bustard"):
+    # drop those too, so the cross-lingual test sees only unseen sentences.
+    from .recipe import sentence_pair
+
+    unseen = {s for t, c in heldout for s in sentence_pair(t, c)}
+    return [t for t in out if t.text not in unseen]

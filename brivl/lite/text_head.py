@@ -33,8 +33,13 @@ def cache_hidden_states(model, texts: list[str], folder: Path, batch: int = 64, 
 
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "texts.json"
-    if record.is_file() and json.loads(record.read_text()) != texts:
-        raise ConfigError(f"{folder} caches other texts; delete it to rebuild the text cache")
+    if record.is_file():
+        cached = json.loads(record.read_text())
+        done = len(list(folder.glob("hidden-*.safetensors"))) == -(-len(cached) // SHARD)
+        if done and set(texts) <= set(cached):
+            return folder  # a finished cache of a superset: HiddenCache picks the rows it needs
+        if cached != texts:
+            raise ConfigError(f"{folder} caches other texts; delete it to rebuild the text cache")
     atomic_write_bytes(record, json.dumps(texts, ensure_ascii=False).encode())
     encoder = model.textencoder.eval()
     shards = range(0, len(texts), SHARD)
@@ -57,9 +62,9 @@ def cache_hidden_states(model, texts: list[str], folder: Path, batch: int = 64, 
 
 
 class HiddenCache:
-    """All cached hidden states in memory: `batch(indices)` gives padded hidden states and their mask."""
+    """Cached hidden states in memory, of `texts` (default: all cached) in that order; `batch` pads them."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, texts: list[str] | None = None):
         hidden, lengths = [], []
         for path in sorted(folder.glob("hidden-*.safetensors")):
             shard = load_safetensors(path)
@@ -70,12 +75,20 @@ class HiddenCache:
         self.hidden = torch.cat(hidden)
         self.lengths = torch.cat(lengths)
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), self.lengths.cumsum(0)])
+        self.rows = torch.arange(len(self.lengths))
+        if texts is not None:
+            position = {t: i for i, t in enumerate(json.loads((folder / "texts.json").read_text()))}
+            missing = [t for t in texts if t not in position]
+            if missing:
+                raise ConfigError(f"{folder} lacks {len(missing)} of the texts, e.g. {missing[0]!r}")
+            self.rows = torch.tensor([position[t] for t in texts])
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return len(self.rows)
 
     def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        """(hidden [n, L, H] float32, attention mask [n, L]) for these texts, padded to the longest."""
+        """(hidden [n, L, H] float32, attention mask [n, L]) for texts `indices`, padded to the longest."""
+        indices = self.rows[indices]
         lengths = self.lengths[indices]
         longest = int(lengths.max())
         hidden = torch.zeros(len(indices), longest, self.hidden.shape[1])

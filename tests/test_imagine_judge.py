@@ -1,0 +1,41 @@
+"""brivl-lite imagines what it is told: an independent ImageNet classifier recognises a render of a class prompt.
+
+A small, fast version of bench/imagine_accuracy.py: the judge is EfficientNet-Lite2 (brivl-lite's image backbone
+is Lite0), and the render must raise the judge's probability of the prompt's class far above its value on the
+starting noise, in English and in Chinese.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import brivl
+import viz
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from imagine_accuracy import Judge, concept_indices  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+# (prompt, ImageNet class): concepts whose renders bench/imagine_accuracy.py found recognisable at full settings.
+PROMPTS = (("a goldfish", "goldfish"), ("草莓", "strawberry"), ("a volcano", "volcano"), ("柠檬", "lemon"))
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return brivl.load("brivl-lite")
+
+
+def test_renders_of_class_prompts_are_recognised_by_an_independent_judge(lite):
+    targets = concept_indices(PROMPTS)
+    out = viz.imagine(lite, [p for p, _ in PROMPTS], steps=32, size=128, seed=0, progress=False)
+    start = viz.param.image(len(PROMPTS), 128, "fft", True, seed=0)().detach()
+    judge = Judge(2)
+    probs, base = judge.probs(out.images), judge.probs(start)
+    rows = torch.arange(len(PROMPTS))
+    p, p0 = probs[rows, targets], base[rows, targets]
+    ranks = (probs > p[:, None]).sum(1) + 1
+    # Noise gives each class ~1/1000; a render must lift its own class by far more than that.
+    assert (p > 20 * p0).all(), (p, p0)
+    assert (ranks <= 20).float().mean() >= 0.75, ranks
