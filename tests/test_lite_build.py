@@ -59,6 +59,8 @@ def test_tiny_build_trains_the_text_head_onto_the_class_targets_and_resumes(tmp_
     assert len(rows) == report["texts"] and {c for r in rows for c in r["classes"]} == set(chosen_classes(cfg))
     metrics = [json.loads(line) for line in (work / "text-head" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 40 and metrics[-1]["loss"] < metrics[0]["loss"]
+    refit = report["last_step"]["refit"]  # the closed-form last layer brings the texts closer to their targets
+    assert refit["cos_after"] > refit["cos_before"], refit
     model = brivl.load(tmp_path / "lite")
     assert model.embed_dim == 1282 and (tmp_path / "lite" / "model.safetensors").stat().st_size < 60 * 2**20
     clf = model.imgencoder.backbone.get_classifier()
@@ -116,4 +118,4 @@ def test_text_head_training_resumes_exactly_after_a_crash(tmp_path, monkeypatch)
         assert torch.equal(v, straight[k]), k
     assert any(not torch.equal(straight[k], start[k]) for k in start)  # the six steps did train
     steps = [json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [6]  # logged every 50 steps and at the end; the crashed run logged nothing twice
+    assert steps == [1, 6]  # logged at the first step, every 50 and at the end; no step logged twice

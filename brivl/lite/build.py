@@ -6,7 +6,8 @@ Stages, each resumable under the work folder:
 2. cache   - the frozen e5 backbone's hidden states of every text (`brivl.lite.text_head.cache_hidden_states`);
 3. image   - the image head in closed form: its embedding is the MSPP-pooled feature direction plus a constant
              (`brivl.lite.classifier_space.set_image_head`); its constant K is measured on procedural images;
-4. text    - the text head trained onto the classifier's class targets [W_k; b_k; z_k] / R;
+4. text    - the text head trained onto the classifier's class targets [W_k - w; b_k - b; z_k] / R, then its
+             last layer refit in closed form (ridge regression onto the same targets);
 5. export  - the heads as fp16 safetensors + config (the package's brivl-lite);
 6. eval    - teacher agreement on the held-out real photos, held-out sentence accuracy, cross-lingual Recall@1.
 
@@ -46,6 +47,7 @@ class LiteBuildConfig:
     warmup_steps: int = 100
     temperature: float = 0.03  # of the cross-entropy over class targets
     cosine_weight: float = 1.0  # weight of 1 - cos(text, its target)
+    refit_ridge: float = 1e-3  # then the text MLP's last layer by ridge regression onto the targets (0 = keep)
     text_mlp_hidden: int = 2048
     image_att_layers: int = 1  # the image self-attention starts (and ships) as identity: one layer is enough
     image_att_ff_dim: int = 256
@@ -118,16 +120,20 @@ def stage_image_head(cfg: LiteBuildConfig, model) -> float:
 def stage_text_head(cfg: LiteBuildConfig, model, corpus, work: Path, progress: bool) -> dict[str, Any]:
     """Cache the backbone's hidden states, then train the text head onto the class targets (both resumable)."""
     from .classifier_space import class_targets
-    from .text_head import HiddenCache, cache_hidden_states, soft_labels, train_text_head
+    from .text_head import HiddenCache, cache_hidden_states, refit_output_layer, soft_labels, train_text_head
 
     texts = [t.text for t in corpus]
     folder = cache_hidden_states(model, texts, work / "text-cache", progress=progress)
     clf = model.imgencoder.backbone.get_classifier()
     targets = class_targets(clf.weight.detach(), clf.bias.detach())
-    return train_text_head(model, HiddenCache(folder, texts), soft_labels(corpus, 1000), targets, work / "text-head",
-                           steps=cfg.steps, batch=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup_steps,
-                           temperature=cfg.temperature, cosine_weight=cfg.cosine_weight, seed=cfg.seed,
-                           save_every=max(1, min(200, cfg.steps)), progress=progress)
+    cache, labels = HiddenCache(folder, texts), soft_labels(corpus, 1000)
+    last = train_text_head(model, cache, labels, targets, work / "text-head", steps=cfg.steps,
+                           batch=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup_steps, temperature=cfg.temperature,
+                           cosine_weight=cfg.cosine_weight, seed=cfg.seed, save_every=max(1, min(200, cfg.steps)),
+                           progress=progress)
+    if cfg.refit_ridge > 0:
+        last["refit"] = refit_output_layer(model, cache, labels, targets, ridge=cfg.refit_ridge)
+    return last
 
 
 @torch.no_grad()
