@@ -119,3 +119,15 @@ def test_imagine_accuracy_runs_on_tiny_and_writes_json_and_grid(tiny, tmp_path):
     assert json.loads(js.read_text())["items"][2]["prompt"] == "a volcano"
     with Image.open(png) as im:
         assert im.format == "PNG"
+
+
+def test_grid_text_with_chinese_uses_a_cjk_font():
+    from viz.figures import _text_font
+    from viz.fonts import covers, find_cjk_font
+
+    assert _text_font(["a goldfish", "judge: goldfish"])(8) == {"fontsize": 8}
+    chinese = _text_font(["+ 金鱼"])(8)
+    if find_cjk_font() is None:  # dev/setup.sh installs one; without it the fallback must still be a plain size
+        assert chinese == {"fontsize": 8}
+    else:
+        assert covers(chinese["fontproperties"].get_file(), "金鱼柠檬") and chinese["fontproperties"].get_size() == 8

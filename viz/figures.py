@@ -125,6 +125,17 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
+def _text_font(texts: Sequence[str]) -> Callable[[float], dict]:
+    """Text keyword arguments at a size: a CJK font when any text holds Chinese (DejaVu draws it as boxes)."""
+    if any(ord(ch) > 0x2E7F for t in texts for ch in t):
+        from .fonts import find_cjk_font
+
+        cjk = find_cjk_font()
+        if cjk is not None:
+            return lambda size: {"fontproperties": cjk.properties(size)}
+    return lambda size: {"fontsize": size}
+
+
 def save_grid(images: Tensor | Sequence[Tensor], path: str | Path, *, titles: Sequence[str] | None = None,
               captions: Sequence[str] | None = None, ncols: int | None = None, title: str | None = None,
               cell: float = 2.0, dpi: int = 150, wrap: int = 24) -> Path:
@@ -143,17 +154,18 @@ def save_grid(images: Tensor | Sequence[Tensor], path: str | Path, *, titles: Se
     fig = Figure(figsize=(cell * ncols, (cell + text_h + 0.1) * nrows + (0.4 if title else 0)), dpi=dpi,
                  layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
+    font = _text_font([*(titles or []), *(captions or []), title or ""])
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
             continue
         ax.imshow(to_uint8(images[i]))
         if titles is not None:
-            ax.set_title(_wrap(titles[i], wrap), fontsize=8)
+            ax.set_title(_wrap(titles[i], wrap), **font(8))
         if captions is not None:
-            ax.text(0.5, -0.03, _wrap(captions[i], wrap), transform=ax.transAxes, ha="center", va="top", fontsize=7)
+            ax.text(0.5, -0.03, _wrap(captions[i], wrap), transform=ax.transAxes, ha="center", va="top", **font(7))
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, **font(10))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
@@ -232,7 +244,7 @@ def fig2(
     model: TwoTower,
     out_dir: str | Path,
     *,
-    steps: int = 256,
+    steps: int = 128,  # viz.network.IMAGINE_STEPS
     size: int | None = None,
     seed: int = 0,
     param: ParamKind = "fft",

@@ -132,6 +132,10 @@ def stage_text_head(cfg: LiteBuildConfig, model, corpus, work: Path, progress: b
                            cosine_weight=cfg.cosine_weight, seed=cfg.seed, save_every=max(1, min(200, cfg.steps)),
                            progress=progress)
     if cfg.refit_ridge > 0:
+        # Fit on the layers below as they ship (fp16), so the least-squares layer is exact for the shipped ones.
+        with torch.no_grad():
+            for p in model.textencoder.learnable.parameters():
+                p.copy_(p.half().float())
         last["refit"] = refit_output_layer(model, cache, labels, targets, ridge=cfg.refit_ridge)
     return last
 
