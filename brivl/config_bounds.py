@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     from .config import BriVLConfig
 
 # (field, lowest, highest) for integers.
+# att_layers may be 0: the paper's "w/o SA" ablation (bench/ablation.py) and brivl-lite's image tower.
 IMAGE_INTS = [("image_size", 16, 1024), ("num_classes", 0, 100_000), ("box_grid", 1, 16), ("grid_size", 1, 16),
-              ("patch_dim", 1, 8192), ("att_heads", 1, 64), ("att_layers", 1, 48), ("att_ff_dim", 1, 32768)]
-TEXT_INTS = [("max_len", 1, 2048), ("att_heads", 1, 64), ("att_layers", 1, 48), ("att_ff_dim", 1, 32768)]
+              ("patch_dim", 1, 8192), ("att_heads", 1, 64), ("att_layers", 0, 48), ("att_ff_dim", 1, 32768)]
+TEXT_INTS = [("max_len", 1, 2048), ("att_heads", 1, 64), ("att_layers", 0, 48), ("att_ff_dim", 1, 32768)]
 MODEL_INTS = [("embed_dim", 1, 8192), ("queue_size", 1, 1_048_576)]
 BACKBONE_INTS = {"hidden_size": (1, 8192), "num_hidden_layers": (1, 96), "num_attention_heads": (1, 128),
                  "intermediate_size": (1, 32768), "vocab_size": (1, 1_000_000),

@@ -72,7 +72,7 @@ def _with(section: str, key: str, value):
 
 @pytest.mark.parametrize("section, key, value, words", [
     ("image", "image_size", 6000, ["image.image_size", "6000", "[16, 1024]"]),
-    ("image", "att_layers", 1_000_000, ["image.att_layers", "1000000", "[1, 48]"]),
+    ("image", "att_layers", 1_000_000, ["image.att_layers", "1000000", "[0, 48]"]),
     ("image", "att_heads", 0, ["image.att_heads", "0", "[1, 64]"]),
     ("image", "dropout", "x", ["image.dropout", "'x'", "[0.0, 1.0)"]),
     ("image", "mean", [0.5], ["image.mean", "0.5", "3 numbers"]),

@@ -32,7 +32,7 @@ def test_backbones_are_the_packaged_imagenet_and_e5_weights(lite):
 
 def test_heads_are_small_and_the_text_gets_the_e5_prefix(lite):
     heads = sum(p.numel() for n, p in lite.named_parameters() if ".learnable." in n)
-    assert heads * 2 < 60 * 2**20  # fp16 heads fit the 60 MB budget (issue 15)
+    assert heads * 2 < 25 * 2**20  # fp16 heads stay under 25 MB (a tracked file may not be larger)
     ids = lite.tokenize(["cat"])["input_ids"][0].tolist()
     assert lite.tokenizer.decode(ids, skip_special_tokens=True).startswith("query: ")
     with torch.no_grad():
@@ -44,7 +44,7 @@ def test_heads_are_small_and_the_text_gets_the_e5_prefix(lite):
 def test_heads_only_save_loads_back_with_package_backbones(lite, tmp_path):
     lite.save_pretrained(tmp_path / "m", backbones=False, dtype=torch.float16)
     size_mb = (tmp_path / "m" / "model.safetensors").stat().st_size / 2**20
-    assert size_mb < 60
+    assert size_mb < 25
     assert not (tmp_path / "m" / "tokenizer.json").exists()
     loaded = brivl.load(tmp_path / "m")
     skip = package_backbone_keys(lite)

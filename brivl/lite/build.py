@@ -49,7 +49,7 @@ class LiteBuildConfig:
     cosine_weight: float = 1.0  # weight of 1 - cos(text, its target)
     refit_ridge: float = 1e-3  # then the text MLP's last layer by ridge regression onto the targets (0 = keep)
     text_mlp_hidden: int = 2048
-    image_att_layers: int = 1  # the image self-attention starts (and ships) as identity: one layer is enough
+    image_att_layers: int = 0  # the image self-attention would be an exact identity (14.5 MB a layer): none
     image_att_ff_dim: int = 256
     scale_images: int = 32  # procedural images that set the image head's constant K
     seed: int = 0
@@ -68,9 +68,11 @@ class LiteBuildConfig:
         cfg = cls(**data)
         if cfg.version != VERSION:
             raise ConfigError(f"{path} is a version-{cfg.version} recipe; this loader reads version {VERSION}")
-        for name in ("classes", "steps", "batch_size", "text_mlp_hidden", "image_att_layers", "scale_images"):
+        for name in ("classes", "steps", "batch_size", "text_mlp_hidden", "scale_images"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+        if not isinstance(cfg.image_att_layers, int) or cfg.image_att_layers < 0:
+            raise ConfigError(f"image_att_layers must be an integer >= 0, got {cfg.image_att_layers!r}")
         if not 2 <= cfg.classes <= 1000:
             raise ConfigError(f"classes must be 2-1000, got {cfg.classes}")
         return cfg
