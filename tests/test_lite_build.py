@@ -51,7 +51,7 @@ def test_build_config_refuses_bad_values(tmp_path):
 @pytest.mark.slow
 def test_tiny_build_trains_the_text_head_onto_the_class_targets_and_resumes(tmp_path):
     cfg = LiteBuildConfig(work=str(tmp_path / "work"), out=str(tmp_path / "lite"), classes=4, pairs=8, steps=40,
-                          batch_size=32, lr=3e-3, warmup_steps=2, eval_crops=0, scale_images=4)
+                          batch_size=32, lr=1e-3, warmup_steps=2, eval_crops=0, scale_images=4)
     report = build_default(cfg, progress=False)
     work = tmp_path / "work"
     assert report["recipe_version"] == 2 and report["images"] == 19
@@ -70,7 +70,9 @@ def test_tiny_build_trains_the_text_head_onto_the_class_targets_and_resumes(tmp_
 
     with torch.no_grad():
         emb = model.encode_text([f"a photo of a {short_class_names()[c]}." for c in classes])
-    # 40 steps over 4 classes: each class prompt sits nearest its own target among the four.
+    # 40 steps over 4 classes (lr 1e-3 as the recipe; 3e-3 collapses this small head to one class after the
+    # image tower lost its identity attention layer and the seeded start moved): each class prompt sits nearest
+    # its own target among the four.
     assert ((emb @ targets[classes].T).argmax(-1) == torch.arange(4)).all()
     # A second run finds the cache and the finished head, and gives the same model.
     again = build_default(cfg, progress=False)
