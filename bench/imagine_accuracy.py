@@ -99,7 +99,7 @@ def verdicts(probs: torch.Tensor, targets: list[int], names: list[str], k: int =
 
 def run(model, judge: Judge, *, concepts=CONCEPTS, steps: int = 256, size: int | None = None, seed: int = 0,
         batch: int = 8, param: str = "fft", decorrelate: bool = True, lr: float = 0.05, k: int = 5,
-        progress: bool | None = None, vqgan=None, cutn: int = 8) -> tuple[dict, torch.Tensor]:
+        progress: bool | None = None, vqgan=None, cutn: int = 8, copies: int = 1) -> tuple[dict, torch.Tensor]:
     """Render every concept with viz.imagine (`batch` prompts per batch) and judge them; (results, images)."""
     import viz
 
@@ -119,7 +119,7 @@ def run(model, judge: Judge, *, concepts=CONCEPTS, steps: int = 256, size: int |
                 images.append(out.images.cpu())
             continue
         out = viz.imagine(model, chunk if len(chunk) > 1 else chunk[0], steps=steps, size=side, seed=seed,
-                          param=param, decorrelate=decorrelate, lr=lr, progress=progress)
+                          param=param, decorrelate=decorrelate, lr=lr, progress=progress, copies=copies)
         images.append(out.images.cpu())
     images = torch.cat(images)
     render_s = time.perf_counter() - t0
@@ -139,7 +139,7 @@ def run(model, judge: Judge, *, concepts=CONCEPTS, steps: int = 256, size: int |
         "model": getattr(getattr(model, "config", None), "name", type(model).__name__),
         "judge": f"efficientnet-lite{judge.variant} (ImageNet, whole image, crop_pct=1.0)",
         "k": k, "n": n, "steps": steps, "size": side, "seed": seed, "batch": batch, "param": param,
-        "decorrelate": decorrelate, "lr": lr, "transforms": "standard",
+        "decorrelate": decorrelate, "lr": lr, "transforms": "standard", "copies": copies,
         "method": "network visualisation" if vqgan is None else f"VQGAN inversion ({cutn} cutouts)",
         "rate_topk": sum(r["hit_topk"] for r in rows) / n,
         "rate_top1": sum(r["hit_top1"] for r in rows) / n,
@@ -185,6 +185,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="only the first N concepts (smoke runs)")
     ap.add_argument("--lang", choices=["en", "zh"], default="en", help="English prompts or the Chinese names")
     ap.add_argument("--vqgan", help="VQGAN inversion through this VQGAN ('lite', a folder, a taming .ckpt)")
+    ap.add_argument("--copies", type=int, default=1, help="transformed copies per step (viz.imagine copies)")
     ap.add_argument("--cutn", type=int, default=8, help="cutouts per step with --vqgan (default 8)")
     ap.add_argument("--out", default="imagine_accuracy", help="output folder (default: ./imagine_accuracy)")
     args = ap.parse_args()
@@ -205,7 +206,7 @@ def main() -> None:
         vqgan = load_vqgan(args.vqgan, device=args.device)
     results, images = run(model, Judge(args.judge, args.device), concepts=concepts, steps=args.steps,
                           size=args.size, seed=args.seed, batch=args.batch, param=args.param, lr=args.lr,
-                          vqgan=vqgan, cutn=args.cutn)
+                          vqgan=vqgan, cutn=args.cutn, copies=args.copies)
     results["lang"] = args.lang
     js, png = write(results, images, args.out, args.model)
     k = results["k"]
