@@ -10,6 +10,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from brivl.errors import BrivlError, UserInputError
+
 log = logging.getLogger("brivl.studio")
 
 MAX_SIDE = 512  # pixels of a rendered image: beyond this a CPU render takes minutes per step
@@ -19,7 +21,7 @@ MAX_UPLOAD_PIXELS = 40_000_000  # about 7000 x 5700; larger images are refused b
 MAX_PROMPT_CHARS = 500
 
 
-class StudioInputError(ValueError):
+class StudioInputError(UserInputError):
     """Input the studio cannot use; the message says what is wrong and what to do."""
 
 
@@ -98,18 +100,6 @@ def check_labels(text: str | None) -> list[str]:
     return labels
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from brivl.checkpoint import CheckpointError
-    from brivl.config import ConfigError
-    from brivl.data import DataError
-    from brivl.hub import ModelNotFoundError
-    from brivl.inputs import InputError
-    from brivl.tokenizer import TokenizerMissingError
-
-    return (StudioInputError, InputError, CheckpointError, ConfigError, ModelNotFoundError, TokenizerMissingError,
-            DataError, ValueError, KeyError, FloatingPointError, FileNotFoundError)
-
-
 def _message(e: BaseException) -> str:
     text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     return text or type(e).__name__
@@ -118,7 +108,7 @@ def _message(e: BaseException) -> str:
 def readable(fn):
     """Wrap a handler (function or generator) so every failure shows as a gr.Error message in the page."""
     def convert(e: BaseException) -> gr.Error:
-        if isinstance(e, _known_errors()):
+        if isinstance(e, BrivlError):  # the one error family: its message; anything else is a bug, logged
             return gr.Error(_message(e), duration=None)
         log.exception("studio handler %s failed", fn.__name__)
         return gr.Error(f"something went wrong ({type(e).__name__}: {_message(e)}); the studio is still running, "

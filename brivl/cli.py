@@ -10,6 +10,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import BrivlError
+
 EXIT_BAD_INPUT = 2
 
 
@@ -270,17 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `brivl` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data import DataError
-    from .hub import ModelNotFoundError
-    from .inputs import InputError
-    from .moco import QueueSizeError
-    from .tokenizer import TokenizerMissingError
-
-    errors = (InputError, CheckpointError, ConfigError, ModelNotFoundError, TokenizerMissingError, DataError,
-              QueueSizeError, FloatingPointError)
-
     with warnings.catch_warnings():  # show warnings as one line each, only while the command runs
         warnings.simplefilter("default")
         warnings.showwarning = _show_warning
@@ -288,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command in ("encode-text", "encode-image"):
                 _check_output_suffix(args.output)
             return COMMANDS[args.command](args)
-        except errors as e:
+        except BrivlError as e:  # the one error family: a message; anything else is a bug (a traceback)
             print(f"brivl {args.command}: error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
 

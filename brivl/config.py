@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import atomic_write_bytes
+from .config_bounds import check_bounds
+from .errors import ConfigError  # noqa: F401 - re-exported: the names callers know
+from .tokenizer import builtin_vocab_size
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CONFIG_NAME = "config.json"
 BOX_SOURCES = ("grid", "detector")
-
-
-class ConfigError(ValueError):
-    """A config that cannot describe a model (unknown preset, unknown or ill-typed field)."""
 
 
 @dataclass
@@ -109,8 +110,6 @@ class BriVLConfig:
 
     def validate(self) -> None:
         """Check every value's kind and bounds, then the numbers that must agree with each other."""
-        from .config_bounds import check_bounds
-
         check_bounds(self)
         im, tx = self.image, self.text
         if im.boxes not in BOX_SOURCES:
@@ -127,8 +126,6 @@ class BriVLConfig:
 
     def save(self, folder: str | Path) -> Path:
         """Write config.json into `folder` atomically."""
-        from .checkpoint import atomic_write_bytes
-
         path = Path(folder) / CONFIG_NAME
         atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return path
@@ -253,8 +250,6 @@ def preset(name: str) -> BriVLConfig:
         raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     cfg = PRESETS[name]()
     if cfg.text.tokenizer == "builtin:chars":
-        from .tokenizer import builtin_vocab_size
-
         cfg.text.backbone["vocab_size"] = builtin_vocab_size()
     cfg.validate()
     return cfg

@@ -8,14 +8,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import QueueSizeError  # noqa: F401 - re-exported: the names callers know
+from .errors import UserInputError
 from .loss import distill_loss, inbatch_loss, moco_loss
 from .model.brivl import BriVL
 
 LOSSES = ("moco", "inbatch")
-
-
-class QueueSizeError(ValueError):
-    """The queue length is not a multiple of the global batch, so keys would wrap around mid-batch."""
 
 
 def check_queue_size(queue_size: int, global_batch: int) -> None:
@@ -54,7 +52,7 @@ class CrossModalMoCo(nn.Module):
                  momentum: float | None = None, temperature: float | None = None):
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+            raise UserInputError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         cfg = model.config
         self.loss_kind = loss
         self.queue_size = int(queue_size or cfg.queue_size)

@@ -9,14 +9,11 @@ import time
 import warnings
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import ConfigError
+from .errors import OutputBusyError  # noqa: F401 - re-exported: the names callers know
 
 LOCK_NAME = ".brivl-train.lock"
 _held: dict[str, int] = {}  # lock path -> open descriptor, for the locks this process holds
-
-
-class OutputBusyError(ConfigError):
-    """Another training is writing to the same output folder."""
 
 
 def _owner(fd: int) -> dict:

@@ -18,12 +18,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import yaml
+from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, atomic_write_bytes, load_into, load_safetensors, save_safetensors
 from .config import BriVLConfig, ConfigError, preset
 from .data import Augment, PairDataset, ResumableSampler, batches, read_pairs
+from .errors import NonFiniteLoss  # noqa: F401 - re-exported: the names callers know
 from .feature_cache import FeatureCacheDataset, cache_batches, is_feature_cache
+from .hub import load
+from .lite.assemble import with_package_backbones
 from .moco import CrossModalMoCo, check_queue_size
+from .model.brivl import BriVL
 from .nested_state import load_nested, rng_state, save_nested, set_rng_state
 from .run_lock import OutputBusyError, acquire, release
 from .train_kinds import check_train_kinds
@@ -142,7 +147,7 @@ def _free_port() -> int:
 
 def init_processes() -> tuple[int, int, torch.device]:
     """Join (or, alone, create) the process group: gloo on CPU, NCCL on GPUs. Returns rank, world, device."""
-    import deepspeed
+    import deepspeed  # deferred: a heavy optional dependency
     from deepspeed.utils import logger as ds_logger
 
     ds_logger.setLevel(logging.WARNING)  # its INFO lines would drown the progress bar
@@ -163,9 +168,6 @@ def init_processes() -> tuple[int, int, torch.device]:
 # --- model ---------------------------------------------------------------------------------------
 def build_model(cfg: TrainConfig):
     """The model to train: a preset (random init, seeded) or a saved model, with config overrides."""
-    from .hub import load
-    from .model.brivl import BriVL
-
     torch.manual_seed(cfg.seed)
     if cfg.model == "tiny" and not cfg.model_overrides:
         return load("tiny")
@@ -182,8 +184,6 @@ def build_model(cfg: TrainConfig):
             mc[section] = values
     model = BriVL(BriVLConfig.from_dict(mc))
     if model.config.image.backbone_weights or model.config.text.backbone_weights:
-        from .lite.assemble import with_package_backbones
-
         with_package_backbones(model)  # pre-trained backbones from installed packages, new heads
     return model
 
@@ -220,7 +220,7 @@ def _bn_eval(module: torch.nn.Module) -> None:
 
 # --- checkpoints ---------------------------------------------------------------------------------
 def _gathered(engine, params):
-    import deepspeed
+    import deepspeed  # deferred: a heavy optional dependency
 
     if getattr(engine, "zero_optimization_stage", lambda: 0)() == 3:
         return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
@@ -363,10 +363,6 @@ def sample_label_classes(teacher_logits: torch.Tensor, k: int, top: int) -> torc
     return torch.tensor(chosen)
 
 
-class NonFiniteLoss(FloatingPointError):
-    """The loss became NaN or Inf; nothing was saved for that step."""
-
-
 class Trainer:
     """One pre-training run: process group, model, MoCo module, DeepSpeed engine, data and checkpoints."""
 
@@ -382,7 +378,7 @@ class Trainer:
 
     def _setup(self, cfg: TrainConfig, resume: bool) -> None:
         """Model, MoCo module, DeepSpeed engine, data, sampler, and the checkpoint to resume from."""
-        import deepspeed
+        import deepspeed  # deferred: a heavy optional dependency
 
         self.global_batch = cfg.batch_size * self.world
         self.model = build_model(cfg)
@@ -539,8 +535,6 @@ class Trainer:
     def run(self, progress: bool | None = None, callback: Callable[[dict[str, Any]], None] | None = None
             ) -> dict[str, Any]:
         """Train to cfg.steps from wherever the run is; returns the last step's metrics."""
-        from tqdm.auto import tqdm
-
         cfg = self.cfg
         show = progress if progress is not None else sys.stderr.isatty()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (show and self.rank == 0),

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def _targets(model: TwoTower, target: Target, n: int) -> Tensor:
         with torch.no_grad():
             vecs = model.encode_text(texts)
     if vecs.shape[0] not in (1, n):
-        raise ValueError(f"{vecs.shape[0]} targets for {n} images; give 1 or {n}")
+        raise UserInputError(f"{vecs.shape[0]} targets for {n} images; give 1 or {n}")
     return F.normalize(vecs, dim=-1)
 
 
@@ -53,7 +54,7 @@ def patch_boxes(model: TwoTower, count: int) -> Tensor:
     # Without the model's own boxes, assume BriVL's MSPP layout: a g x g grid (outer loop over x), then the image.
     g = math.isqrt(count - 1)
     if g * g != count - 1:
-        raise ValueError(f"cannot lay out {count} patches without the model's patch_boxes()")
+        raise UserInputError(f"cannot lay out {count} patches without the model's patch_boxes()")
     cells = [[i / g, j / g, (i + 1) / g, (j + 1) / g] for i in range(g) for j in range(g)]
     return torch.tensor(cells + [[0.0, 0.0, 1.0, 1.0]])
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
 from . import objectives as O
@@ -52,7 +53,7 @@ FIG2_PANELS = {
 }
 
 
-class ChannelError(ValueError):
+class ChannelError(UserInputError):
     """A layer the model does not expose, or a channel number beyond that layer's channel count."""
 
 
@@ -144,7 +145,7 @@ def save_grid(images: Tensor | Sequence[Tensor], path: str | Path, *, titles: Se
 
     n = len(images)
     if n == 0:
-        raise ValueError("save_grid needs at least one image")
+        raise UserInputError("save_grid needs at least one image")
     ncols = ncols or min(n, 6)
     nrows = math.ceil(n / ncols)
     def lines(texts: Sequence[str] | None) -> int:
@@ -415,7 +416,7 @@ def fig3(
     texts = fig3_prompts()
     for key, values in (prompts or {}).items():
         if key not in texts:
-            raise ValueError(f"unknown Fig. 3 panel {key!r}; panels are a, b, c, d")
+            raise UserInputError(f"unknown Fig. 3 panel {key!r}; panels are a, b, c, d")
         texts[key] = list(values)
     if prompts and "b" in prompts and "a" not in prompts:
         texts["a"] = list(prompts["b"])

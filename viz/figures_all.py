@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
 from . import figures as F
@@ -182,7 +183,7 @@ def regenerate_all(model: TwoTower, out: str | Path, *, model_name: str | None =
     names = list(only or ALL)
     unknown = [n for n in names if n not in ALL]
     if unknown:
-        raise ValueError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+        raise UserInputError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     name = model_name or F._model_name(model)
     jobs = {
         "fig2": lambda d: F.fig2(model, d, steps=steps, size=size, seed=seed, model_name=name, progress=False,

@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from brivl.errors import UserInputError
+
 ParamKind = Literal["fft", "pixel"]
 
 # Square root of the ImageNet colour covariance (Lucid's `color_correlation_svd_sqrt`): its columns are the
@@ -34,7 +36,7 @@ def _as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     """Normalise an image size to (height, width), refusing non-positive sides."""
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
-        raise ValueError(f"image size must be positive, got {size}")
+        raise UserInputError(f"image size must be positive, got {size}")
     return h, w
 
 
@@ -59,7 +61,7 @@ class ImageParam(nn.Module):
     def __init__(self, n: int, size: int | tuple[int, int], decorrelate: bool = True):
         super().__init__()
         if n < 1:
-            raise ValueError(f"the batch needs at least one image, got n={n}")
+            raise UserInputError(f"the batch needs at least one image, got n={n}")
         self.n = n
         self.height, self.width = _as_hw(size)
         self.decorrelate = decorrelate
@@ -120,5 +122,5 @@ def image(n: int = 1, size: int | tuple[int, int] = 128, param: ParamKind = "fft
     elif param == "pixel":
         module = PixelImage(n, size, decorrelate, generator=g)
     else:
-        raise ValueError(f"unknown image parameterisation {param!r}; choose 'fft' or 'pixel'")
+        raise UserInputError(f"unknown image parameterisation {param!r}; choose 'fft' or 'pixel'")
     return module.to(device) if device is not None else module

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
 from .phrases import PhraseIndex, StaleIndexError, model_fingerprint
@@ -38,7 +39,7 @@ def layout_2d(vectors: np.ndarray | Tensor, method: str = "umap", seed: int = 0,
             xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
         return xy.astype(np.float32), {"method": "pca"}
     if method != "umap":
-        raise ValueError(f"unknown layout {method!r}; use 'umap' or 'pca'")
+        raise UserInputError(f"unknown layout {method!r}; use 'umap' or 'pca'")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba/umap chatter (n_jobs overridden by random_state, ...)
         import umap
@@ -163,7 +164,7 @@ def fig5c(models: Sequence[tuple[str, TwoTower, PhraseIndex]], out: str | Path, 
     phrases, queries "sports" and "automobile" (运动, 汽车). Writes out/fig5c.png and out/fig5c.json.
     """
     if not models:
-        raise ValueError("fig5c needs at least one model")
+        raise UserInputError("fig5c needs at least one model")
     out = Path(out)
     t0 = time.perf_counter()
     maps = [[phrase_map(m, idx, q, k, layout, seed, label) for label, m, idx in models] for q in queries]

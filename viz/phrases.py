@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from brivl.checkpoint import atomic_write_bytes, save_safetensors
+from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
 FORMAT = "brivl-phrase-index/1"
@@ -45,7 +46,7 @@ DEFAULT_BATCH = 256
 DEFAULT_SHARD = 16384
 
 
-class PhraseIndexError(ValueError):
+class PhraseIndexError(UserInputError):
     """A phrase list or index folder that cannot be used; the message says which and why."""
 
 

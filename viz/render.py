@@ -9,6 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from brivl.errors import DivergedError, UserInputError
 from brivl.twotower import TwoTower
 
 from . import transforms as T
@@ -34,7 +35,7 @@ class Render(NamedTuple):
     history: Tensor
 
 
-class RenderDivergedError(FloatingPointError):
+class RenderDivergedError(DivergedError):
     """The images, the objective or its gradient became NaN/Inf; `step` says at which step."""
 
     def __init__(self, message: str, step: int):
@@ -57,7 +58,7 @@ def _transforms(spec: TransformSpec, size: int) -> T.Compose:
         return T.Compose([])
     if isinstance(spec, str):
         if spec != "standard":
-            raise ValueError(f"unknown transforms {spec!r}; use 'standard', None, or a list of transforms")
+            raise UserInputError(f"unknown transforms {spec!r}; use 'standard', None, or a list of transforms")
         return T.standard(size)
     return spec if isinstance(spec, T.Compose) else T.Compose(spec)
 
@@ -65,7 +66,7 @@ def _transforms(spec: TransformSpec, size: int) -> T.Compose:
 def _batch_size(objective: Objective, batch: int | None) -> int:
     """The batch size: as given, else what the objective needs (e.g. its number of prompts), else 1."""
     if batch is not None and objective.rows is not None and batch != objective.rows:
-        raise ValueError(f"batch={batch} but the objective {objective.name} has {objective.rows} rows")
+        raise UserInputError(f"batch={batch} but the objective {objective.name} has {objective.rows} rows")
     return batch or objective.rows or 1
 
 
@@ -112,23 +113,23 @@ def render(
     needs are dead, e.g. from a flat image.
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserInputError(f"steps must be >= 1, got {steps}")
     if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+        raise UserInputError(f"lr must be > 0, got {lr}")
     if copies < 1:
-        raise ValueError(f"copies must be >= 1, got {copies}")
+        raise UserInputError(f"copies must be >= 1, got {copies}")
     n = _batch_size(objective, init.n if batch is None and init is not None else batch)
     if init is None:
         side = model.image_size if size is None else size
         init = image(n, side, param, decorrelate, seed=seed, device=_device(model))
     elif init.n != n:
-        raise ValueError(f"init holds {init.n} images but the batch has {n}")
+        raise UserInputError(f"init holds {init.n} images but the batch has {n}")
     params = [p for p in init.parameters() if p.requires_grad]
     tf = _transforms(transforms, min(init.height, init.width))
     g = torch.Generator().manual_seed(seed + _TRANSFORM_SEED_OFFSET)
     every = max(1, steps // 10) if every is None else every
     if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
+        raise UserInputError(f"every must be >= 1, got {every}")
     if progress is None:
         progress = sys.stderr.isatty()  # a bar only on a terminal, never in logs or the app
     opt = torch.optim.Adam(params, lr=lr)
@@ -156,11 +157,11 @@ def render(
                 value = objective(Context(model, images, views, cap))
                 _check_finite(value.detach(), f"the objective {objective.name}", step, steps, lr)
                 if not value.requires_grad:
-                    raise ValueError(f"the objective {objective.name} does not depend on the image")
+                    raise UserInputError(f"the objective {objective.name} does not depend on the image")
                 # Gradients for the image only: the model's weights get none, so the model is left untouched.
                 grads = torch.autograd.grad(-value.sum(), params, allow_unused=True)
                 if any(gr is None for gr in grads):
-                    raise ValueError(f"the objective {objective.name} does not depend on the image")
+                    raise UserInputError(f"the objective {objective.name} does not depend on the image")
                 for p, gr in zip(params, grads, strict=True):
                     _check_finite(gr, "the gradient", step, steps, lr)
                     p.grad = gr

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
 from .render import RenderDivergedError, _device
@@ -67,11 +68,11 @@ def prompts(text: PromptSpec, negative: str | Sequence[str | tuple[str, float]] 
     out += [(t, -abs(w)) for t, w in pairs(negative)]
     for t, w in out:
         if not t.strip():
-            raise ValueError("a prompt is empty; give it some words")
+            raise UserInputError("a prompt is empty; give it some words")
         if not math.isfinite(w):
-            raise ValueError(f"prompt {t!r} has a weight that is not a finite number: {w}")
+            raise UserInputError(f"prompt {t!r} has a weight that is not a finite number: {w}")
     if not any(w > 0 for _, w in out):
-        raise ValueError("give at least one prompt with a positive weight")
+        raise UserInputError("give at least one prompt with a positive weight")
     return out
 
 
@@ -89,7 +90,7 @@ class MakeCutouts(nn.Module):
     def __init__(self, cut_size: int, cutn: int = 16, cut_pow: float = 1.0, augment: bool = True):
         super().__init__()
         if cutn < 1 or cut_size < 8 or not cut_pow > 0:
-            raise ValueError(f"cutouts need cutn >= 1, cut_size >= 8 and cut_pow > 0; got {cutn}, {cut_size}, "
+            raise UserInputError(f"cutouts need cutn >= 1, cut_size >= 8 and cut_pow > 0; got {cutn}, {cut_size}, "
                              f"{cut_pow}")
         self.cut_size, self.cutn, self.cut_pow = cut_size, cutn, cut_pow
         self.augs = None
@@ -172,7 +173,7 @@ def _grid(vqgan: VQGAN, size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int) else size
     f = vqgan.factor
     if h < f or w < f:
-        raise ValueError(f"size {h}x{w} is smaller than one VQGAN cell ({f} px)")
+        raise UserInputError(f"size {h}x{w} is smaller than one VQGAN cell ({f} px)")
     return h // f, w // f  # sides that are not multiples of the factor are rounded down
 
 
@@ -184,7 +185,7 @@ def _init_image(init: Tensor | str | Path, n: int, hw: tuple[int, int], factor: 
     if init.dim() == 3:
         init = init[None]
     if init.dim() != 4 or init.shape[1] != 3:
-        raise ValueError(f"init image must be [3, H, W] or [n, 3, H, W], got {tuple(init.shape)}")
+        raise UserInputError(f"init image must be [3, H, W] or [n, 3, H, W], got {tuple(init.shape)}")
     init = F.interpolate(init.float().to(device), size=(hw[0] * factor, hw[1] * factor), mode="bilinear",
                          antialias=True, align_corners=False).clamp(0, 1)
     return init.expand(n, -1, -1, -1) if init.shape[0] == 1 else init
@@ -194,7 +195,7 @@ def tokens(vqgan: VQGAN, n: int, size: int | tuple[int, int], param: TokenParam 
            init: Tensor | str | Path | None = None, tau: float = 1.0) -> LatentTokens | LogitTokens:
     """The trainable tokens: random codes (seeded), or the encoding of an init image."""
     if param not in ("z", "logits"):
-        raise ValueError(f"param must be 'z' or 'logits', got {param!r}")
+        raise UserInputError(f"param must be 'z' or 'logits', got {param!r}")
     h, w = _grid(vqgan, size)
     book = vqgan.codebook.detach()
     device = book.device
@@ -202,7 +203,7 @@ def tokens(vqgan: VQGAN, n: int, size: int | tuple[int, int], param: TokenParam 
         if init is not None:
             z = vqgan.encode(_init_image(init, n, (h, w), vqgan.factor, device))
             if init is not None and z.shape[0] != n:
-                raise ValueError(f"init holds {z.shape[0]} images but the batch has {n}")
+                raise UserInputError(f"init holds {z.shape[0]} images but the batch has {n}")
         else:
             g = torch.Generator().manual_seed(seed)
             idx = torch.randint(0, book.shape[0], (n, h, w), generator=g).to(device)
@@ -250,15 +251,15 @@ def vqgan_imagine(
     images)` gets the images at step 0, every `every` steps and at the end. Both models stay frozen.
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserInputError(f"steps must be >= 1, got {steps}")
     if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+        raise UserInputError(f"batch must be >= 1, got {batch}")
     lr = (0.1 if param == "z" else 0.5) if lr is None else lr
     if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+        raise UserInputError(f"lr must be > 0, got {lr}")
     every = max(1, steps // 10) if every is None else every
     if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
+        raise UserInputError(f"every must be >= 1, got {every}")
     pairs = prompts(text, negative)
     device = _device(model)
     vqgan = vqgan.to(device).eval().requires_grad_(False)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
 from brivl.config import ConfigError
+from brivl.errors import DivergedError
 
 from .vqgan import (
     LITE_FOLDER,
@@ -405,7 +406,7 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"build-vqgan diverged at step {step}: loss {loss.item()}; lower lr")
+                raise DivergedError(f"build-vqgan diverged at step {step}: loss {loss.item()}; lower lr")
             opt.step()
             step += 1
             bar.update(1)

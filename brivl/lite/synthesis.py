@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import DivergedError
 from .efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 
 # DeepInversion weights the first BN layer's statistics 10x: it sees nearly raw pixels, and matching its
@@ -36,7 +37,7 @@ _SPECTRUM_DECAY = 1.0
 _SPECTRUM_INIT_STD = 0.01
 
 
-class SynthesisDivergedError(FloatingPointError):
+class SynthesisDivergedError(DivergedError):
     """The synthesis loss or the image parameters became NaN/inf (the message names the step)."""
 
 
