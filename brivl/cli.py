@@ -492,10 +492,10 @@ def cmd_build_default(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
     if isinstance(data, dict) and data.get("version") == 1:
-        from .lite.recipe import BuildConfig, build_default
+        from recipes.brivl_lite.recipe import BuildConfig, build_default
     else:
-        from .lite.build import LiteBuildConfig as BuildConfig
-        from .lite.build import build_default
+        from recipes.brivl_lite.build import LiteBuildConfig as BuildConfig
+        from recipes.brivl_lite.build import build_default
     cfg = BuildConfig.load(args.config) if args.config else BuildConfig()
     if args.work:
         cfg.work = args.work
@@ -509,7 +509,7 @@ def cmd_build_vqgan(args: argparse.Namespace) -> int:
     """Train, export and measure the embedded VQGAN."""
     import logging
 
-    from viz.vqgan_train import VQGANBuildConfig, build_vqgan
+    from recipes.vqgan_lite.build import VQGANBuildConfig, build_vqgan
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = VQGANBuildConfig.load(args.config) if args.config else VQGANBuildConfig()

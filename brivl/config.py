@@ -201,7 +201,7 @@ def _brivl_paper() -> BriVLConfig:
 
 def _brivl_lite() -> BriVLConfig:
     # The embedded default: ImageNet EfficientNet-Lite0 and multilingual-e5-small from installed packages, BriVL
-    # heads in the classifier space of the CNN (recipe version 2, `brivl build-default`; brivl.lite.classifier_space):
+    # heads in the classifier space of the CNN (recipe version 2, `brivl build-default`; recipes.brivl_lite.classifier_space):
     # 1280 feature channels + 4 (MSPP width) and 1280 + 2 (joint width: the class bias and a norm-equaliser). The
     # image self-attention would start, and ship, as an exact identity (zero outputs) yet cost 14.5 MB: left out.
     return BriVLConfig(
@@ -219,7 +219,7 @@ def _brivl_lite() -> BriVLConfig:
 
 
 def brivl_lite_v1() -> BriVLConfig:
-    """brivl-lite's layout under recipe version 1 (384-d joint space; `brivl.lite.recipe`)."""
+    """brivl-lite's layout under recipe version 1 (384-d joint space; `recipes.brivl_lite.recipe`)."""
     cfg = _brivl_lite()
     cfg.embed_dim = 384
     cfg.image.patch_dim, cfg.image.att_layers, cfg.image.att_ff_dim, cfg.image.mlp_hidden = 384, 2, 768, 512

@@ -1,8 +1,8 @@
 """`brivl build-vqgan`: train the embedded VQGAN ("vqgan-lite") on images made offline, then measure it.
 
 The training images are the brivl-lite recipe's own (DeepInversion class images, mosaics of them, procedural
-images: `brivl.lite.recipe.stage_images`, made when the folder is empty); `image_kinds` picks among them. The
-real photos that packages ship (`brivl.lite.heldout`) are never trained on: the reconstruction PSNR is measured
+images: `recipes.brivl_lite.recipe.stage_images`, made when the folder is empty); `image_kinds` picks among them. The
+real photos that packages ship (`recipes.brivl_lite.heldout`) are never trained on: the reconstruction PSNR is measured
 on them.
 
 Losses: L1 + MSE on pixels, a perceptual term on the packaged EfficientNet-Lite0's early feature maps, and the
@@ -32,7 +32,7 @@ from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetens
 from brivl.config import ConfigError
 from brivl.errors import DivergedError
 
-from .vqgan import (
+from viz.vqgan import (
     LITE_FOLDER,
     VQGAN,
     ResnetBlock,
@@ -96,7 +96,7 @@ def training_images(cfg: VQGANBuildConfig, progress: bool = True) -> list[Tensor
     """The recipe's offline images as uint8 [3, H, W] tensors (made with the brivl-lite recipe when absent)."""
     from PIL import Image
 
-    from brivl.lite.recipe import BuildConfig, stage_images
+    from recipes.brivl_lite.recipe import BuildConfig, stage_images
 
     work = Path(cfg.images)
     files = sorted((work / "images").glob("*.png"))
@@ -325,7 +325,7 @@ def heldout_psnr(model: VQGAN, size: int = 256) -> dict[str, Any]:
     The baseline downsamples each photo by the model's factor and back up: what the latent grid's resolution
     alone keeps, without any codebook limit.
     """
-    from brivl.lite.heldout import heldout_photos, square_view
+    from recipes.brivl_lite.heldout import heldout_photos, square_view
 
     views = torch.cat([square_view(p, size) for p in heldout_photos().values()])
     recon = torch.cat([model.reconstruct(views[i:i + 4]) for i in range(0, len(views), 4)])

@@ -94,7 +94,7 @@ def random_crops(img: Tensor, n: int, seed: int, min_scale: float = 0.3) -> list
 @torch.no_grad()
 def teacher_top1(views: Tensor) -> Tensor:
     """The EfficientNet-Lite0 classifier's top-1 ImageNet class of each square view [N, 3, 224, 224] (no crop)."""
-    from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite
+    from brivl.lite.efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite
 
     teacher = load_efficientnet_lite(0).eval()
     return torch.cat([teacher(preprocess_efficientnet_lite(views[i:i + 32], crop_pct=1.0)).argmax(1)
@@ -108,8 +108,8 @@ def teacher_agreement(model, crops_per_photo: int = 8, seed: int = 0, templates=
     Returns top1/top5 (% of images whose student top-k contains the teacher's top-1) and the image count.
     Teacher and student see the same views: the centred square (or crop), resized whole.
     """
-    from ..eval.zeroshot import DEFAULT_TEMPLATES, class_embeddings, topk_hits, zero_shot_logits
-    from .efficientnet_lite import short_class_names
+    from brivl.eval.zeroshot import DEFAULT_TEMPLATES, class_embeddings, topk_hits, zero_shot_logits
+    from brivl.lite.efficientnet_lite import short_class_names
 
     classes = class_embeddings(model, short_class_names(), templates or DEFAULT_TEMPLATES)
     views = heldout_views(crops_per_photo, seed)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import DivergedError
-from .efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
+from brivl.errors import DivergedError
+from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 
 # DeepInversion weights the first BN layer's statistics 10x: it sees nearly raw pixels, and matching its
 # statistics is what keeps colours and contrast natural.

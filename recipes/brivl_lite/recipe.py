@@ -38,8 +38,8 @@ import torch
 import yaml
 from PIL import Image
 
-from ..checkpoint import atomic_write_bytes
-from ..config import ConfigError
+from brivl.checkpoint import atomic_write_bytes
+from brivl.config import ConfigError
 from .zh import PARALLEL_TEMPLATES, ZH_CLASS_NAMES
 
 log = logging.getLogger("brivl.build")
@@ -60,7 +60,7 @@ def heldout_sentence_pairs(n: int = 200, seed: int = 1234) -> list[tuple[int, in
 
 def sentence_pair(template: int, cls: int) -> tuple[str, str]:
     """The English and Chinese sentence of a parallel template filled with a class name."""
-    from .efficientnet_lite import short_class_names
+    from brivl.lite.efficientnet_lite import short_class_names
 
     en, zh = PARALLEL_TEMPLATES[template]
     return en.format(short_class_names()[cls]), zh.format(ZH_CLASS_NAMES[cls])
@@ -140,7 +140,7 @@ def stage_images(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Write synthetic and procedural images as PNGs (batches already on disk are skipped)."""
     from tqdm.auto import tqdm
 
-    from .efficientnet_lite import load_efficientnet_lite
+    from brivl.lite.efficientnet_lite import load_efficientnet_lite
     from .synthesis import procedural_images, synthesize
 
     folder = work / "images"
@@ -171,7 +171,7 @@ def _write_mosaics(cfg: BuildConfig, folder: Path, progress: bool) -> None:
     """2x2 grids of four random synthetic images, each at half size (seeded; existing files are kept)."""
     from tqdm.auto import tqdm
 
-    from ..images import load_image
+    from brivl.images import load_image
 
     synth = sorted(folder.glob("synth-*.png"))
     if len(synth) < 4 or cfg.mosaics <= 0:
@@ -200,8 +200,8 @@ def stage_label(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Caption every image with the teacher's top-1 class name through a seeded template; write manifest.jsonl."""
     from tqdm.auto import tqdm
 
-    from ..images import load_image
-    from .efficientnet_lite import (
+    from brivl.images import load_image
+    from brivl.lite.efficientnet_lite import (
         load_efficientnet_lite,
         preprocess_efficientnet_lite,
         short_class_names,
@@ -250,12 +250,12 @@ def _caption(cls: int, names: list[str], zh_share: float, heldout: set[tuple[int
 
 def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Frozen-backbone outputs, teacher logits for `views` augmented views of each image, and label prompts."""
-    from ..config import brivl_lite_v1
-    from ..data import Augment
-    from ..feature_cache import build_feature_cache, is_feature_cache
-    from ..model.brivl import BriVL
-    from .assemble import with_package_backbones
-    from .efficientnet_lite import short_class_names
+    from brivl.config import brivl_lite_v1
+    from brivl.data import Augment
+    from brivl.feature_cache import build_feature_cache, is_feature_cache
+    from brivl.model.brivl import BriVL
+    from brivl.lite.assemble import with_package_backbones
+    from brivl.lite.efficientnet_lite import short_class_names
 
     folder = work / "cache"
     if is_feature_cache(folder):
@@ -271,7 +271,7 @@ def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
 
 def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress: bool, **options: Any) -> Path:
     """One resumable Trainer run on the feature cache, backbones frozen; `options` override the first run's settings."""
-    from ..train import TrainConfig, Trainer, latest_checkpoint
+    from brivl.train import TrainConfig, Trainer, latest_checkpoint
 
     settings = {
         "data": str(work / "cache"), "output": str(work / output), "model": model, "loss": "moco",
@@ -281,7 +281,7 @@ def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress
         "freeze": {"cnn_blocks": [], "text_layers": 0, "fix_bn": True},
         "distill": {"weight": cfg.distill_weight, "classes": cfg.distill_classes}}
     if model == "brivl-lite":  # this recipe's 384-d layout, not the preset's (recipe version 2's)
-        from ..config import brivl_lite_v1
+        from brivl.config import brivl_lite_v1
 
         v1 = brivl_lite_v1()
         settings["model_overrides"] = {"embed_dim": v1.embed_dim, "image": {
@@ -315,7 +315,7 @@ def stage_refine(cfg: BuildConfig, work: Path, trained: Path, progress: bool = T
 @torch.no_grad()
 def class_prompt_embeddings(model, cache: Path, batch: int = 250) -> torch.Tensor:
     """Each class's mean text embedding over its cached label prompts [classes, d], unit length."""
-    from ..feature_cache import FeatureCacheDataset
+    from brivl.feature_cache import FeatureCacheDataset
 
     ds = FeatureCacheDataset(cache)
     if not ds.label_shape:
@@ -333,7 +333,7 @@ def class_prompt_embeddings(model, cache: Path, batch: int = 250) -> torch.Tenso
 
 def stage_align(cfg: BuildConfig, work: Path, trained: Path) -> Path:
     """The image head from the teacher's classifier and the trained text head's class prompts (brivl.lite.teacher_init)."""
-    from ..hub import load
+    from brivl.hub import load
     from .teacher_init import init_image_head_from_classifier
 
     if not cfg.align:
@@ -354,7 +354,7 @@ def stage_align(cfg: BuildConfig, work: Path, trained: Path) -> Path:
 
 def stage_export(cfg: BuildConfig, trained: Path) -> Path:
     """Write the heads (fp16) and config where `brivl.load("brivl-lite")` finds them."""
-    from ..hub import LITE_FOLDER, load
+    from brivl.hub import LITE_FOLDER, load
 
     out = Path(cfg.out) if cfg.out else LITE_FOLDER
     load(trained).save_pretrained(out, backbones=False, dtype=torch.float16)
@@ -363,7 +363,7 @@ def stage_export(cfg: BuildConfig, trained: Path) -> Path:
 
 def stage_eval(cfg: BuildConfig, out: Path) -> dict[str, Any]:
     """Teacher agreement of the exported model on the held-out photos."""
-    from ..hub import load
+    from brivl.hub import load
     from .heldout import teacher_agreement
 
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ EVAL_SYNTH_SEED = 100_000  # far from the recipe's seeds (0 + batch index): thes
 
 @torch.no_grad()
 def _zero_shot(model, views: Tensor, class_emb: Tensor, targets: Tensor) -> dict[str, float]:
-    from ..eval.zeroshot import topk_hits, zero_shot_logits
+    from brivl.eval.zeroshot import topk_hits, zero_shot_logits
 
     if len(views) == 0:
         return {"top1": float("nan"), "top5": float("nan"), "images": 0}
@@ -29,7 +29,7 @@ def synthesized_eval_images(classes: list[int], size: int = 128, steps: int = 12
     """Fresh DeepInversion images of `classes` (other seeds than the recipe's), upsampled to 224 px."""
     from tqdm.auto import tqdm
 
-    from .efficientnet_lite import load_efficientnet_lite
+    from brivl.lite.efficientnet_lite import load_efficientnet_lite
     from .synthesis import synthesize
 
     teacher = load_efficientnet_lite(0)
@@ -73,8 +73,8 @@ def cross_lingual_retrieval(model, n: int = 200) -> dict[str, float]:
     The same numbers for the text backbone alone are returned as `backbone_*`, the reference the heads
     should keep close to.
     """
-    from ..eval.backbone import TextBackboneModel
-    from ..eval.retrieval import recall_at_k
+    from brivl.eval.backbone import TextBackboneModel
+    from brivl.eval.retrieval import recall_at_k
     from .recipe import heldout_sentence_pairs, sentence_pair
 
     pairs = [sentence_pair(t, c) for t, c in heldout_sentence_pairs(n)]

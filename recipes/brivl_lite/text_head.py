@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
-from ..config import ConfigError
-from ..errors import DivergedError
-from ..model.blocks import masked_mean
-from ..nested_state import load_nested, save_nested
+from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
+from brivl.config import ConfigError
+from brivl.errors import DivergedError
+from brivl.model.blocks import masked_mean
+from brivl.nested_state import load_nested, save_nested
 from .text_corpus import Text
 
 log = logging.getLogger("brivl.build")

@@ -1,0 +1,1 @@
+"""The brivl-lite build recipe (the heads shipped in brivl/assets/brivl-lite)."""

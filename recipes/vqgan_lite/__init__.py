@@ -1,0 +1,1 @@
+"""The vqgan-lite build recipe (the VQGAN shipped in brivl/assets/vqgan-lite)."""
