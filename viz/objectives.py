@@ -338,6 +338,18 @@ def l2(centre: float = 0.5) -> Objective:
     return Objective(lambda ctx: (ctx.images - centre).square().flatten(1).mean(dim=1), f"l2({centre:g})")
 
 
+def squared_total_variation(x: Tensor) -> Tensor:
+    """Mean squared difference between neighbouring pixels (horizontal, vertical, both diagonals) of a batch.
+
+    DeepInversion's smoothness prior (recipes.brivl_lite.synthesis); a scalar over the whole batch.
+    """
+    d1 = x[..., :, :-1] - x[..., :, 1:]
+    d2 = x[..., :-1, :] - x[..., 1:, :]
+    d3 = x[..., 1:, :-1] - x[..., :-1, 1:]
+    d4 = x[..., :-1, :-1] - x[..., 1:, 1:]
+    return d1.square().mean() + d2.square().mean() + d3.square().mean() + d4.square().mean()
+
+
 def total_variation() -> Objective:
     """Mean absolute difference between neighbouring pixels of each image: a penalty to subtract."""
     def fn(ctx: Context) -> Tensor:

@@ -269,17 +269,22 @@ def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
                                labels=label_prompts(short_class_names(), cfg.label_prompts))
 
 
-def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress: bool, **options: Any) -> Path:
-    """One resumable Trainer run on the feature cache, backbones frozen; `options` override the first run's settings."""
+def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress: bool, distill_weight: float,
+                 **options: Any) -> Path:
+    """One resumable Trainer run on the feature cache, backbones frozen; `options` override the first run's settings.
+
+    Distillation (recipes.brivl_lite.distill) is an extra loss term of the run when distill_weight > 0.
+    """
     from brivl.train import TrainConfig, Trainer, latest_checkpoint
+
+    from .distill import Distill
 
     settings = {
         "data": str(work / "cache"), "output": str(work / output), "model": model, "loss": "moco",
         "steps": cfg.steps, "batch_size": cfg.batch_size, "queue_size": cfg.queue_size, "lr": cfg.lr,
         "warmup_steps": cfg.warmup_steps, "temperature": cfg.temperature, "seed": cfg.seed,
         "save_every": max(1, min(500, cfg.steps)), "augment": False,
-        "freeze": {"cnn_blocks": [], "text_layers": 0, "fix_bn": True},
-        "distill": {"weight": cfg.distill_weight, "classes": cfg.distill_classes}}
+        "freeze": {"cnn_blocks": [], "text_layers": 0, "fix_bn": True}}
     if model == "brivl-lite":  # this recipe's 384-d layout, not the preset's (recipe version 2's)
         from brivl.config import brivl_lite_v1
 
@@ -289,13 +294,14 @@ def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress
             "text": {"mlp_hidden": v1.text.mlp_hidden}}
     tc = TrainConfig.from_dict({**settings, **options})
     resume = latest_checkpoint(tc.output) is not None
-    Trainer(tc, resume=resume).run(progress=progress)
+    extra = [Distill.from_dict({"weight": distill_weight, "classes": cfg.distill_classes})] if distill_weight > 0 else []
+    Trainer(tc, resume=resume, extra_losses=extra).run(progress=progress)
     return latest_checkpoint(tc.output) / "model"
 
 
 def stage_train(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """MoCo on the heads, backbones frozen, from the feature cache (resumes an interrupted run)."""
-    return _train_heads(cfg, work, "run", "brivl-lite", progress)
+    return _train_heads(cfg, work, "run", "brivl-lite", progress, cfg.distill_weight)
 
 
 def stage_refine(cfg: BuildConfig, work: Path, trained: Path, progress: bool = True) -> Path:
@@ -305,11 +311,10 @@ def stage_refine(cfg: BuildConfig, work: Path, trained: Path, progress: bool = T
     if steps <= 0:
         return trained
     return _train_heads(
-        cfg, work, "run-refine", str(trained), progress, steps=steps,
+        cfg, work, "run-refine", str(trained), progress, float(r.get("distill_weight", cfg.distill_weight)), steps=steps,
         batch_size=int(r.get("batch_size", cfg.batch_size)), lr=float(r.get("lr", cfg.lr)),
         warmup_steps=int(r.get("warmup_steps", 20)), schedule="cosine", seed=cfg.seed + 1,
-        save_every=max(1, min(100, steps)),
-        distill={"weight": float(r.get("distill_weight", cfg.distill_weight)), "classes": cfg.distill_classes})
+        save_every=max(1, min(100, steps)))
 
 
 @torch.no_grad()
