@@ -287,29 +287,3 @@ def _markdown(summary: dict, entries: list[dict]) -> str:
             out += [info["markdown"], ""]
         out += [f"Settings: `{json.dumps(_settings(info), ensure_ascii=False)}` ({e['seconds']:.1f} s)", ""]
     return "\n".join(out)
-
-
-def run_cli(args) -> int:
-    """`brivl figures --all`: load the model, regenerate, print where the index is; exit 2 on bad input."""
-    from brivl.hub import load
-    from brivl.inputs import InputError
-
-    if not args.all_out:
-        raise InputError("--all needs --out DIR (the folder for the figures and index.html)")
-    if args.all_steps < 1:
-        raise InputError(f"--steps must be at least 1, got {args.all_steps}")
-    if args.all_size is not None and not 16 <= args.all_size <= 4096:
-        raise InputError(f"--size must be between 16 and 4096 pixels, got {args.all_size}")
-    if args.all_phrase_limit is not None and args.all_phrase_limit < 30:
-        raise InputError(f"--phrase-limit must be at least 30 (Fig. 5c shows 30 phrases), got {args.all_phrase_limit}")
-    only = args.all_only
-    if only and any(o not in ALL for o in only):
-        raise InputError(f"--only takes {', '.join(ALL)}; got {' '.join(only)}")
-    model = load(args.all_model, device=args.all_device)
-    summary = regenerate_all(model, args.all_out, model_name=args.all_model, steps=args.all_steps,
-                             size=args.all_size, seed=args.all_seed, phrase_limit=args.all_phrase_limit, only=only)
-    failed = [f["figure"] for f in summary["figures"] if not f["ok"]]
-    print(f"wrote {Path(args.all_out) / 'index.html'} ({len(summary['figures']) - len(failed)} of "
-          f"{len(summary['figures'])} figures, {summary['time_s']:.0f} s)"
-          + (f"; not regenerated: {', '.join(failed)} (see index.html)" if failed else ""))
-    return 1 if failed else 0
