@@ -9,8 +9,11 @@ import logging
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image, UnidentifiedImageError
 
 from brivl.errors import BrivlError, UserInputError
+from brivl.images import load_image
+from brivl.inputs import InputError
 
 log = logging.getLogger("brivl.studio")
 
@@ -68,7 +71,6 @@ def check_image_file(path) -> "torch.Tensor":  # noqa: F821 - torch imported laz
     if size > MAX_UPLOAD_BYTES:
         raise StudioInputError(f"{path.name}: the file is {size / 2**20:.0f} MB; upload an image under "
                                f"{MAX_UPLOAD_BYTES // 2**20} MB")
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:  # reads the header only: the size is known before any pixel is decoded
@@ -80,8 +82,6 @@ def check_image_file(path) -> "torch.Tensor":  # noqa: F821 - torch imported laz
     if w * h > MAX_UPLOAD_PIXELS:
         raise StudioInputError(f"{path.name}: the image is {w} x {h} pixels ({w * h / 1e6:.0f} megapixels); "
                                f"upload one under {MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels")
-    from brivl.images import load_image
-    from brivl.inputs import InputError
 
     try:
         return load_image(path)

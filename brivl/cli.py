@@ -367,19 +367,22 @@ def register_core(sub) -> None:
 
 # The floors above the core, by module: each has `register(subparsers)` adding its own subcommands. The core
 # never imports them by name (brivl does not depend on viz, the recipes or the studio); one that is not
-# installed (a core install without the [viz] or [studio] extra) adds no commands.
-FLOORS = ("viz.cli", "recipes.cli", "app.cli")
+# installed (a core install without the [viz] or [studio] extra) adds no commands. Each floor is named as a
+# wheel installs it, then as the repository's folder (pyproject.toml's package-dir says why they differ).
+FLOORS = (("viz.cli",), ("brivl_recipes.cli", "recipes.cli"), ("brivl_studio.cli", "app.cli"))
 
 
 def _floor_modules() -> list:
-    """The installed floors' command modules, in FLOORS order."""
+    """The installed floors' command modules, in FLOORS order (the first name of each that imports)."""
     found = []
-    for name in FLOORS:
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as e:  # that floor, or a dependency only its extra installs, is absent
-            if e.name is None or e.name.split(".")[0] == "brivl":
-                raise  # a module of the core itself is missing: a broken install, not a missing extra
+    for names in FLOORS:
+        for name in names:
+            try:
+                found.append(importlib.import_module(name))
+                break
+            except ModuleNotFoundError as e:  # that floor, or a dependency only its extra installs, is absent
+                if e.name is None or e.name.split(".")[0] == "brivl":
+                    raise  # a module of the core itself is missing: a broken install, not a missing extra
     return found
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from .assets import asset_folder
 from .backends.openclip import load_openclip
 from .checkpoint import WEIGHTS_NAME
 from .config import CONFIG_NAME, PRESETS
@@ -16,7 +17,7 @@ from .official import load_official
 from .tokenizer import load_tokenizer
 
 TINY_SEED = 0
-LITE_FOLDER = Path(__file__).parent / "assets" / "brivl-lite"  # heads + config; backbones come from packages
+LITE_FOLDER = asset_folder("brivl-lite")  # heads + config; backbones come from packages
 # Presets whose weights exist only as the official release: the user converts them once.
 _RELEASE_ONLY = {"brivl-1.0": "the BriVL 1.0 release checkpoint (BriVL-1.0-5500w.pth)",
                  "brivl-nmi": "the Nature Communications release checkpoint (BriVL w/ RoBERTa-base)",

@@ -9,8 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import ConfigError
-from .errors import OutputBusyError  # noqa: F401 - re-exported: the names callers know
+from .errors import OutputBusyError
 
 LOCK_NAME = ".brivl-train.lock"
 _held: dict[str, int] = {}  # lock path -> open descriptor, for the locks this process holds

@@ -123,7 +123,7 @@ def plot(image: Tensor, heat: Tensor, ax: Axes | None = None, title: str | None 
     """Draw the heatmap overlay on ax (a new figure's axes if None) and return the axes."""
     if ax is None:
         # A bare Figure, not pyplot: no global state and no GUI backend needed on a headless machine.
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
         ax = Figure(figsize=(4, 4)).add_subplot()
     ax.imshow(overlay(image, heat, alpha, cmap, clip).permute(1, 2, 0).numpy())

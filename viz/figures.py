@@ -18,14 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
 from . import objectives as O
+from . import fonts
 from .param import ParamKind
 from .render import Render, _device, render
+from .vqgan_imagine import vqgan_imagine
 
 # Fig. 2a: "visualizations ... w.r.t. different high-level concepts".
 FIG2_CONCEPTS = ("nature", "time", "science", "dream")
@@ -102,8 +105,6 @@ def to_uint8(image: Tensor):
 
 def save_png(image: Tensor, path: str | Path) -> Path:
     """Write one image [3,H,W] in [0, 1] as a PNG at its own size (atomically)."""
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -129,9 +130,7 @@ def _wrap(text: str, width: int) -> str:
 def _text_font(texts: Sequence[str]) -> Callable[[float], dict]:
     """Text keyword arguments at a size: a CJK font when any text holds Chinese (DejaVu draws it as boxes)."""
     if any(ord(ch) > 0x2E7F for t in texts for ch in t):
-        from .fonts import find_cjk_font
-
-        cjk = find_cjk_font()
+        cjk = fonts.find_cjk_font()
         if cjk is not None:
             return lambda size: {"fontproperties": cjk.properties(size)}
     return lambda size: {"fontsize": size}
@@ -141,7 +140,7 @@ def save_grid(images: Tensor | Sequence[Tensor], path: str | Path, *, titles: Se
               captions: Sequence[str] | None = None, ncols: int | None = None, title: str | None = None,
               cell: float = 2.0, dpi: int = 150, wrap: int = 24) -> Path:
     """A grid of images [n,3,H,W] with a title above and a caption below each cell, written as a PNG."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
     n = len(images)
     if n == 0:
@@ -200,7 +199,7 @@ def _model_name(model: TwoTower) -> str:
 def _draw_fig2(panels: dict[str, Panel], channels: Sequence[int], texts: Sequence[str], layer: str, path: Path,
                title: str) -> Path:
     """Panels a-c as rows of four, panel d as a (text x channel) block under them; titled cells, one PNG."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
     ncols = max(4, len(channels))
     wrap = 30
@@ -359,7 +358,7 @@ FIG3_PANELS = {"a": "VQGAN inversion with {compare}", "b": "VQGAN inversion with
 
 def _draw_rows(rows: Sequence[tuple[str, Sequence[str], Tensor]], path: Path, title: str) -> Path:
     """One row of quoted-title cells per panel, the panel's name as the row label on the left; one PNG."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
     ncols = max(len(labels) for _, labels, _ in rows)
     fig = Figure(figsize=(2.3 * ncols + 0.6, 2.75 * len(rows) + 0.5), dpi=150, layout="constrained")
@@ -411,8 +410,6 @@ def fig3(
     Panel a uses `compare` (a CLIP-style model; skipped when None), b-d use `model`; every image is generated
     independently from the same seed, as in the paper. `callback(panel, index, step, images)` follows progress.
     """
-    from .vqgan_imagine import vqgan_imagine
-
     texts = fig3_prompts()
     for key, values in (prompts or {}).items():
         if key not in texts:

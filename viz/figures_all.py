@@ -25,10 +25,20 @@ from pathlib import Path
 
 import torch
 
+import brivl
 from brivl.errors import UserInputError
+from brivl.eval import markdown_retrieval, read_retrieval_set, retrieval
+from brivl.eval.backbone import TextBackboneModel
+from brivl.toydata import make_toy_pairs
 from brivl.twotower import TwoTower
 
 from . import figures as F
+from . import phrase_map as M
+from . import phrases as P
+from . import fonts
+from .network import imagine
+from .vqgan import load_vqgan
+from .vqgan_imagine import vqgan_imagine
 
 ALL = ("fig2", "fig3", "fig4c", "fig5c", "s2a")
 FIG3_PROMPTS = ("blazing sea", "glowing forest", "cyberpunk-styled city", "castle in the clouds")  # Fig. 3d
@@ -44,11 +54,9 @@ TITLES = {
 
 def _grid(images, path: Path, titles: Sequence[str], title: str, cell: float = 2.8) -> Path:
     """One row of images with titles, drawn with a CJK font when one is installed (prompts may be Chinese)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
-    from .fonts import default_font, find_cjk_font
-
-    font = find_cjk_font() or default_font()
+    font = fonts.find_cjk_font() or fonts.default_font()
     fig = Figure(figsize=(cell * len(images), cell + 0.7), dpi=150, layout="constrained")
     for ax, image, text in zip(fig.subplots(1, len(images), squeeze=False)[0], images, titles):
         ax.imshow(F.to_uint8(image))
@@ -63,8 +71,6 @@ def _grid(images, path: Path, titles: Sequence[str], title: str, cell: float = 2
 def fig4c(model: TwoTower, out: str | Path, *, steps: int = 256, size: int | None = None, seed: int = 0,
           param: str = "fft", lr: float = 0.05, model_name: str | None = None) -> dict:
     """Fig. 4c: the visualisation of "baseball field viewed from above" (English and Chinese) as one grid."""
-    from .network import imagine
-
     out = Path(out)
     t0 = time.perf_counter()
     result = imagine(model, list(FIG4C_PROMPTS), steps=steps, size=size, seed=seed, param=param, lr=lr,
@@ -87,9 +93,6 @@ def fig3(model: TwoTower, out: str | Path, *, vqgan="lite", steps: int = 256, si
          model_name: str | None = None, prompts: Sequence[str] = FIG3_PROMPTS) -> dict:
     """Fig. 3 by VQGAN inversion through `vqgan` (default: the embedded one): `viz.figures.fig3` (panels b-d; panel a
     needs a CLIP-style model) where it exists, else panel d alone with viz.vqgan_imagine."""
-    from .vqgan import load_vqgan
-    from .vqgan_imagine import vqgan_imagine
-
     out = Path(out)
     vq = load_vqgan(vqgan) if isinstance(vqgan, (str, Path)) else vqgan
     if hasattr(F, "fig3"):
@@ -116,11 +119,6 @@ def fig3(model: TwoTower, out: str | Path, *, vqgan="lite", steps: int = 256, si
 def fig5c(model: TwoTower, out: str | Path, *, phrase_limit: int | None = None, seed: int = 0, layout: str = "umap",
           model_name: str | None = None, index_root: str | Path | None = None) -> dict:
     """Fig. 5c: the model's text backbone alone beside the model, over jieba's phrases (indexes cached)."""
-    from brivl.eval.backbone import TextBackboneModel
-
-    from . import phrase_map as M
-    from . import phrases as P
-
     name = model_name or F._model_name(model)
     columns: list[tuple[str, TwoTower]] = []
     try:
@@ -139,10 +137,6 @@ def fig5c(model: TwoTower, out: str | Path, *, phrase_limit: int | None = None, 
 
 def s2a(model: TwoTower, out: str | Path, *, model_name: str | None = None, pairs: int = 200, seed: int = 2) -> dict:
     """A Fig. S2a-shaped retrieval table: the model and a random tiny model on procedural captioned images."""
-    import brivl
-    from brivl.eval import markdown_retrieval, read_retrieval_set, retrieval
-    from brivl.toydata import make_toy_pairs
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

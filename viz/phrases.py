@@ -30,10 +30,14 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from brivl.checkpoint import atomic_write_bytes, save_safetensors
 from brivl.errors import UserInputError
@@ -68,7 +72,7 @@ class PhraseList:
 def jieba_dict_path() -> Path:
     """jieba's dictionary file (word frequency tag per line) inside the installed package."""
     try:
-        import jieba
+        import jieba  # deferred: jieba's dictionary loads only when asked for
     except ImportError:
         raise PhraseIndexError("the default phrase list is jieba's dictionary, but jieba is not installed "
                                "(pip install jieba), or give a phrase file") from None
@@ -93,7 +97,6 @@ def read_phrases(source: str | Path | Sequence[str] | None = None, limit: int | 
     if source is None or (isinstance(source, str) and source == JIEBA):
         path = jieba_dict_path()
         raw = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        from importlib.metadata import PackageNotFoundError, version
 
         try:
             label = f"jieba {version('jieba')} dict.txt"
@@ -222,7 +225,6 @@ class PhraseIndex:
         phrases = (folder / PHRASES).read_text(encoding="utf-8").split("\n")
         if phrases_sha256(phrases) != meta.get("phrases_sha256"):
             raise StaleIndexError(f"{folder}: {PHRASES} does not match the index's phrase fingerprint; rebuild it")
-        from safetensors.torch import load_file
 
         emb = load_file(str(folder / MATRIX))["embeddings"]
         if emb.shape[0] != len(phrases):
@@ -308,7 +310,6 @@ def _read_shard(path: Path, key: str, n: int) -> tuple[Tensor, float | None] | N
     """A finished shard of this build and the seconds it took to embed, or None (absent, foreign, damaged)."""
     if not path.is_file():
         return None
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -400,7 +401,6 @@ def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[i
     n = len(texts)
     shards = (n + shard_size - 1) // shard_size
     show = sys.stderr.isatty() if progress is None else progress
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     parts: list[Tensor] = []

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from brivl.errors import DivergedError, UserInputError
 from brivl.twotower import TwoTower
@@ -140,8 +141,6 @@ def render(
     if isinstance(model, nn.Module):
         model.eval()
     try:
-        from tqdm.auto import tqdm
-
         redirect = redirected_relus(model) if redirect_relu and isinstance(model, nn.Module) else nullcontext()
         with redirect as redirecting, capture_layers(model, objective.layers) as cap, \
                 tqdm(total=steps, disable=not progress, desc=objective.name[:40]) as bar:

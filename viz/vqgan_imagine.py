@@ -22,8 +22,10 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from brivl.errors import UserInputError
+from brivl.images import load_image
 from brivl.twotower import TwoTower
 
 from .render import RenderDivergedError, _device
@@ -95,7 +97,7 @@ class MakeCutouts(nn.Module):
         self.cut_size, self.cutn, self.cut_pow = cut_size, cutn, cut_pow
         self.augs = None
         if augment:
-            import kornia.augmentation as K
+            import kornia.augmentation as K  # deferred: a heavy optional dependency
 
             self.augs = nn.Sequential(
                 K.RandomHorizontalFlip(p=0.5),
@@ -179,8 +181,6 @@ def _grid(vqgan: VQGAN, size: int | tuple[int, int]) -> tuple[int, int]:
 
 def _init_image(init: Tensor | str | Path, n: int, hw: tuple[int, int], factor: int, device) -> Tensor:
     if isinstance(init, (str, Path)):
-        from brivl.images import load_image
-
         init = load_image(init)
     if init.dim() == 3:
         init = init[None]
@@ -282,8 +282,6 @@ def vqgan_imagine(
 def _run(model: TwoTower, vqgan: VQGAN, pairs: list[tuple[str, float]], steps: int, size, n: int, lr: float,
          seed: int, param: TokenParam, cutn: int, cut_pow: float, cut_size: int, augment: bool, init, tau: float,
          callback: ProgressCallback | None, every: int, progress: bool) -> VQGANRender:
-    from tqdm.auto import tqdm
-
     with torch.no_grad():
         targets = model.encode_text([t for t, _ in pairs]).detach()  # [P, d]
     weights = torch.tensor([w for _, w in pairs], device=targets.device, dtype=targets.dtype)

@@ -37,9 +37,23 @@ from typing import Any
 import torch
 import yaml
 from PIL import Image
+from tqdm.auto import tqdm
 
 from brivl.checkpoint import atomic_write_bytes
-from brivl.config import ConfigError
+from brivl.config import ConfigError, brivl_lite_v1
+from brivl.data import Augment
+from brivl.feature_cache import FeatureCacheDataset, build_feature_cache, is_feature_cache
+from brivl.hub import LITE_FOLDER, load
+from brivl.images import load_image
+from brivl.lite.assemble import with_package_backbones
+from brivl.lite.efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite, short_class_names
+from brivl.model.brivl import BriVL
+from brivl.train import TrainConfig, Trainer, latest_checkpoint
+
+from .distill import Distill
+from .heldout import teacher_agreement
+from .synthesis import procedural_images, synthesize
+from .teacher_init import init_image_head_from_classifier
 from .zh import PARALLEL_TEMPLATES, ZH_CLASS_NAMES
 
 log = logging.getLogger("brivl.build")
@@ -60,8 +74,6 @@ def heldout_sentence_pairs(n: int = 200, seed: int = 1234) -> list[tuple[int, in
 
 def sentence_pair(template: int, cls: int) -> tuple[str, str]:
     """The English and Chinese sentence of a parallel template filled with a class name."""
-    from brivl.lite.efficientnet_lite import short_class_names
-
     en, zh = PARALLEL_TEMPLATES[template]
     return en.format(short_class_names()[cls]), zh.format(ZH_CLASS_NAMES[cls])
 
@@ -138,11 +150,6 @@ def _done(path: Path) -> bool:
 
 def stage_images(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Write synthetic and procedural images as PNGs (batches already on disk are skipped)."""
-    from tqdm.auto import tqdm
-
-    from brivl.lite.efficientnet_lite import load_efficientnet_lite
-    from .synthesis import procedural_images, synthesize
-
     folder = work / "images"
     folder.mkdir(parents=True, exist_ok=True)
     order = torch.randperm(1000, generator=torch.Generator().manual_seed(cfg.seed))[:cfg.synth_classes].tolist()
@@ -169,10 +176,6 @@ def stage_images(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
 
 def _write_mosaics(cfg: BuildConfig, folder: Path, progress: bool) -> None:
     """2x2 grids of four random synthetic images, each at half size (seeded; existing files are kept)."""
-    from tqdm.auto import tqdm
-
-    from brivl.images import load_image
-
     synth = sorted(folder.glob("synth-*.png"))
     if len(synth) < 4 or cfg.mosaics <= 0:
         return
@@ -198,15 +201,6 @@ def _save_png(img: torch.Tensor, path: Path) -> None:
 @torch.no_grad()
 def stage_label(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Caption every image with the teacher's top-1 class name through a seeded template; write manifest.jsonl."""
-    from tqdm.auto import tqdm
-
-    from brivl.images import load_image
-    from brivl.lite.efficientnet_lite import (
-        load_efficientnet_lite,
-        preprocess_efficientnet_lite,
-        short_class_names,
-    )
-
     manifest = work / "manifest.jsonl"
     if _done(manifest):
         return manifest
@@ -250,13 +244,6 @@ def _caption(cls: int, names: list[str], zh_share: float, heldout: set[tuple[int
 
 def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Frozen-backbone outputs, teacher logits for `views` augmented views of each image, and label prompts."""
-    from brivl.config import brivl_lite_v1
-    from brivl.data import Augment
-    from brivl.feature_cache import build_feature_cache, is_feature_cache
-    from brivl.model.brivl import BriVL
-    from brivl.lite.assemble import with_package_backbones
-    from brivl.lite.efficientnet_lite import short_class_names
-
     folder = work / "cache"
     if is_feature_cache(folder):
         return folder
@@ -275,10 +262,6 @@ def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress
 
     Distillation (recipes.brivl_lite.distill) is an extra loss term of the run when distill_weight > 0.
     """
-    from brivl.train import TrainConfig, Trainer, latest_checkpoint
-
-    from .distill import Distill
-
     settings = {
         "data": str(work / "cache"), "output": str(work / output), "model": model, "loss": "moco",
         "steps": cfg.steps, "batch_size": cfg.batch_size, "queue_size": cfg.queue_size, "lr": cfg.lr,
@@ -286,7 +269,6 @@ def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress
         "save_every": max(1, min(500, cfg.steps)), "augment": False,
         "freeze": {"cnn_blocks": [], "text_layers": 0, "fix_bn": True}}
     if model == "brivl-lite":  # this recipe's 384-d layout, not the preset's (recipe version 2's)
-        from brivl.config import brivl_lite_v1
 
         v1 = brivl_lite_v1()
         settings["model_overrides"] = {"embed_dim": v1.embed_dim, "image": {
@@ -320,8 +302,6 @@ def stage_refine(cfg: BuildConfig, work: Path, trained: Path, progress: bool = T
 @torch.no_grad()
 def class_prompt_embeddings(model, cache: Path, batch: int = 250) -> torch.Tensor:
     """Each class's mean text embedding over its cached label prompts [classes, d], unit length."""
-    from brivl.feature_cache import FeatureCacheDataset
-
     ds = FeatureCacheDataset(cache)
     if not ds.label_shape:
         raise ConfigError(f"{cache} holds no label prompts; the align stage needs a cache built with labels")
@@ -338,9 +318,6 @@ def class_prompt_embeddings(model, cache: Path, batch: int = 250) -> torch.Tenso
 
 def stage_align(cfg: BuildConfig, work: Path, trained: Path) -> Path:
     """The image head from the teacher's classifier and the trained text head's class prompts (brivl.lite.teacher_init)."""
-    from brivl.hub import load
-    from .teacher_init import init_image_head_from_classifier
-
     if not cfg.align:
         return trained
     out = work / "aligned"
@@ -359,8 +336,6 @@ def stage_align(cfg: BuildConfig, work: Path, trained: Path) -> Path:
 
 def stage_export(cfg: BuildConfig, trained: Path) -> Path:
     """Write the heads (fp16) and config where `brivl.load("brivl-lite")` finds them."""
-    from brivl.hub import LITE_FOLDER, load
-
     out = Path(cfg.out) if cfg.out else LITE_FOLDER
     load(trained).save_pretrained(out, backbones=False, dtype=torch.float16)
     return out
@@ -368,9 +343,6 @@ def stage_export(cfg: BuildConfig, trained: Path) -> Path:
 
 def stage_eval(cfg: BuildConfig, out: Path) -> dict[str, Any]:
     """Teacher agreement of the exported model on the held-out photos."""
-    from brivl.hub import load
-    from .heldout import teacher_agreement
-
     t0 = time.perf_counter()
     model = load(out)
     load_s = time.perf_counter() - t0

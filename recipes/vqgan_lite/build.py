@@ -26,12 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
 from brivl.config import ConfigError
 from brivl.errors import DivergedError
-
+from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, load_efficientnet_lite
 from viz.vqgan import (
     LITE_FOLDER,
     VQGAN,
@@ -41,6 +43,9 @@ from viz.vqgan import (
     psnr,
     save_vqgan,
 )
+
+from ..brivl_lite.heldout import heldout_photos, square_view
+from ..brivl_lite.recipe import BuildConfig, stage_images
 
 log = logging.getLogger("brivl.build_vqgan")
 CKPT_NAME = "train_state.safetensors"
@@ -94,10 +99,6 @@ class VQGANBuildConfig:
 
 def training_images(cfg: VQGANBuildConfig, progress: bool = True) -> list[Tensor]:
     """The recipe's offline images as uint8 [3, H, W] tensors (made with the brivl-lite recipe when absent)."""
-    from PIL import Image
-
-    from recipes.brivl_lite.recipe import BuildConfig, stage_images
-
     work = Path(cfg.images)
     files = sorted((work / "images").glob("*.png"))
     if not files:
@@ -147,11 +148,6 @@ class Perceptual(nn.Module):
 
     def __init__(self, stages: int = 3):
         super().__init__()
-        from brivl.lite.efficientnet_lite import (
-            EFFICIENTNET_LITE_MEAN,
-            EFFICIENTNET_LITE_STD,
-            load_efficientnet_lite,
-        )
 
         net = load_efficientnet_lite(0)
         self.stem = nn.Sequential(net.conv_stem, net.bn1)
@@ -325,8 +321,6 @@ def heldout_psnr(model: VQGAN, size: int = 256) -> dict[str, Any]:
     The baseline downsamples each photo by the model's factor and back up: what the latent grid's resolution
     alone keeps, without any codebook limit.
     """
-    from recipes.brivl_lite.heldout import heldout_photos, square_view
-
     views = torch.cat([square_view(p, size) for p in heldout_photos().values()])
     recon = torch.cat([model.reconstruct(views[i:i + 4]) for i in range(0, len(views), 4)])
     f = model.factor
@@ -359,8 +353,6 @@ def _check_resumable(cfg: VQGANBuildConfig, work: Path) -> None:
 
 def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the VQGAN, export it (fp16 safetensors + JSON), measure it on held-out photos."""
-    from tqdm.auto import tqdm
-
     work = Path(cfg.work)
     work.mkdir(parents=True, exist_ok=True)
     _check_resumable(cfg, work)
