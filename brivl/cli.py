@@ -23,9 +23,11 @@ from .errors import BrivlError, InputError
 from .hf import refuse_remote_code
 from .hub import load
 from .images import load_images
+from .model.brivl import BriVL
 from .official import load_official, release_of
 from .toydata import make_toy_pairs
 from .train import TrainConfig, train
+from .twotower import HasPatches, model_name
 
 EXIT_BAD_INPUT = 2
 OUTPUT_SUFFIXES = (".npy", ".json", ".safetensors")
@@ -69,9 +71,22 @@ def _boxes_text(im) -> str:
     return grid
 
 
+def _print_rows(rows: list[tuple[str, object]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print a model's layout and sizes."""
+    """Print a model's layout and sizes (for a model of another family, what the TwoTower protocol tells)."""
     model = load_model(args)
+    if not isinstance(model, BriVL):
+        n = sum(p.numel() for p in model.parameters()) if isinstance(model, torch.nn.Module) else 0
+        _print_rows([("model", model_name(model)), ("kind", type(model).__name__), ("joint dim", model.embed_dim),
+                     ("image size", f"{model.image_size}px"), ("parameters", f"{n / 1e6:.2f} M"),
+                     ("feature layers", ", ".join(model.feature_layers())),
+                     ("patches", "yes" if isinstance(model, HasPatches) else "no (no patch attribution)")])
+        return 0
     cfg = model.config
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     im, tx = cfg.image, cfg.text
@@ -90,9 +105,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("feature layers", ", ".join(model.feature_layers())),
         ("MoCo", f"queue {cfg.queue_size}, momentum {cfg.momentum}, temperature {cfg.temperature}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    _print_rows(rows)
     return 0
 
 
@@ -173,7 +186,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
         sims = images @ model.encode_text(texts).T
     names = [Path(p).name for p in args.images]
     width = max(len(n) for n in names)
-    print(f"cosine similarity ({model.config.name}, {model.embed_dim}-d)")
+    print(f"cosine similarity ({model_name(model)}, {model.embed_dim}-d)")
     # Absolute cosines of a joint space are small and model-specific; the ranking in a row is what zero-shot uses.
     print(" " * width + "".join(f" {f'[{j}]':>6}" for j in range(len(texts))) + "  best")
     for name, row in zip(names, sims):
@@ -245,10 +258,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data = E.read_labelled_texts(args.tsv, args.classes)
         model = load_model(args)
         if args.backbone:
-            try:
-                model = E.TextBackboneModel(model)
-            except TypeError as e:
-                raise InputError(str(e)) from None
+            model = E.TextBackboneModel(model)  # NotSupportedError for a model without a text backbone
             method = args.name or f"{args.model} (text backbone)"
         res = E.text_classification(model, data, templates=templates, batch_size=args.batch_size)
         table = E.markdown_textcls([(method, Path(args.tsv).stem, res)])

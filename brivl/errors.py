@@ -92,3 +92,7 @@ class UnknownNameError(UserInputError, KeyError):
     """A name (a layer, a feature, a key) the model or file does not have; the message lists the known ones."""
 
     __str__ = BaseException.__str__  # the message as written, not quoted as KeyError would
+
+
+class NotSupportedError(UserInputError, TypeError):
+    """The model lacks what was asked of it (patch embeddings, a text backbone); the message says what it has."""

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brivl.errors import UserInputError
-from brivl.twotower import TwoTower
+from brivl.errors import NotSupportedError, UserInputError
+from brivl.twotower import HasPatches, TwoTower
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,8 +39,8 @@ def _targets(model: TwoTower, target: Target, n: int) -> Tensor:
 
 def patch_similarity(model: TwoTower, pixels: Tensor, target: Target) -> Tensor:
     """Cosine of each patch embedding to the target [n, P] (P = 37 for BriVL: 36 grid cells, then the whole image)."""
-    if not hasattr(model, "patch_embeddings"):
-        raise TypeError(f"{type(model).__name__} has no patch_embeddings(); use saliency() instead")
+    if not isinstance(model, HasPatches):
+        raise NotSupportedError(f"{type(model).__name__} has no patch_embeddings(); use saliency() instead")
     with torch.no_grad():
         patches = F.normalize(model.patch_embeddings(pixels), dim=-1)  # [n, P, d]
         t = _targets(model, target, pixels.shape[0]).to(patches)
@@ -49,7 +49,7 @@ def patch_similarity(model: TwoTower, pixels: Tensor, target: Target) -> Tensor:
 
 def patch_boxes(model: TwoTower, count: int) -> Tensor:
     """The patches' boxes [P, 4] as (x0, y0, x1, y1) fractions of the image side."""
-    if hasattr(model, "patch_boxes"):
+    if isinstance(model, HasPatches):
         return model.patch_boxes().float().cpu()
     # Without the model's own boxes, assume BriVL's MSPP layout: a g x g grid (outer loop over x), then the image.
     g = math.isqrt(count - 1)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-
 from brivl.cli import load_model, model_arguments
 from brivl.errors import InputError
-from brivl.hub import load
 from brivl.eval.backbone import TextBackboneModel
+from brivl.hub import load
 from brivl.images import load_image
+from brivl.twotower import HasTextBackbone, model_name
 
 from . import figures, network
 from . import phrases as P
@@ -92,7 +92,7 @@ def _write_render(args: argparse.Namespace, model, result, settings: dict, secon
     out = Path(args.output)
     save_png(result.images[0], out)
     side = int(result.images.shape[-1])
-    info = {"command": args.command, "model": args.model, "model_name": model.config.name, **settings,
+    info = {"command": args.command, "model": args.model, "model_name": model_name(model), **settings,
             "size": side, "transforms": "standard", "final_objective": result.history[-1, 0].item(),
             "time_s": round(seconds, 3), "device": args.device, "torch": torch.__version__, "image": out.name}
     meta = write_json(info, out.with_suffix(".json"))
@@ -139,7 +139,7 @@ def _imagine_vqgan(args: argparse.Namespace) -> int:
     out = Path(args.output)
     save_png(result.images[0], out)
     h, w = result.images.shape[-2:]
-    info = {"command": "imagine", "method": "vqgan-inversion", "model": args.model, "model_name": model.config.name,
+    info = {"command": "imagine", "method": "vqgan-inversion", "model": args.model, "model_name": model_name(model),
             "vqgan": str(args.vqgan), "vqgan_name": vqgan.config.name, "prompts": pairs, "steps": args.steps,
             "size": [int(h), int(w)], "seed": args.seed, "lr": args.lr, "tokens": args.tokens, "cutn": args.cutn,
             "cut_pow": args.cut_pow, "init_image": args.init_image, "final_cosine": result.history[-1, 0].item(),
@@ -283,10 +283,7 @@ def cmd_phrases(args: argparse.Namespace) -> int:
     model = load_model(args)
     label = args.model
     if args.backbone:
-        try:
-            model, label = TextBackboneModel(model), f"{args.model} (text backbone)"
-        except TypeError as e:
-            raise InputError(str(e)) from None
+        model, label = TextBackboneModel(model), f"{args.model} (text backbone)"  # or NotSupportedError
     if args.action == "build":
         index = _phrase_index(args, model, label)
         m = index.meta
@@ -329,10 +326,10 @@ def _fig5c(args: argparse.Namespace) -> int:
     model = load_model(args)
     columns = []
     if args.compare == "backbone":
-        try:
-            columns.append((f"{args.model} text backbone", TextBackboneModel(model)))
-        except TypeError as e:
-            raise InputError(f"{e}; pass --compare none or --compare MODEL") from None
+        if not isinstance(model, HasTextBackbone):
+            raise InputError(f"{type(model).__name__} has no text backbone to compare with; pass --compare none "
+                             f"or --compare MODEL")
+        columns.append((f"{args.model} text backbone", TextBackboneModel(model)))
     elif args.compare != "none":
         columns.append((args.compare, load_model(args, args.compare)))
     columns.append((args.model, model))

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from brivl.checkpoint import atomic_write_bytes, save_safetensors
 from brivl.errors import UserInputError
-from brivl.twotower import TwoTower
+from brivl.twotower import Described, TwoTower
 
 FORMAT = "brivl-phrase-index/1"
 JIEBA = "jieba"
@@ -152,7 +152,7 @@ def model_fingerprint(model: TwoTower) -> str:
     if isinstance(model, nn.Module) and model in _FINGERPRINTS and _FINGERPRINTS[model][0] == version:
         return _FINGERPRINTS[model][1]
     parts: dict = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
-    if hasattr(model, "fingerprint_parts"):
+    if isinstance(model, Described):
         parts.update(model.fingerprint_parts())
     else:
         cfg = getattr(model, "config", None)

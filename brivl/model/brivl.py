@@ -69,6 +69,15 @@ class BriVL(nn.Module):
 
     # --- the TwoTower protocol -------------------------------------------------------------------
     @property
+    def name(self) -> str:
+        """The config's name (e.g. brivl-lite); brivl.twotower.Described."""
+        return self.config.name
+
+    def fingerprint_parts(self) -> dict:
+        """What the embeddings depend on besides the weights: the whole config (brivl.twotower.Described)."""
+        return {"config": self.config.to_dict()}
+
+    @property
     def image_size(self) -> int:
         """Side of the square input the image tower resizes to."""
         return self.config.image.image_size
