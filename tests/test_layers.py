@@ -163,3 +163,37 @@ def test_every_error_class_is_in_the_one_family():
                         and f"{name}.{obj.__name__}" not in NOT_ERRORS and not issubclass(obj, BrivlError)):
                     outside.append(f"{name}.{obj.__name__}")
     assert not outside, outside
+
+
+def test_no_function_reaches_80_lines():
+    """Long functions hide several jobs; split them (the limit of issue 21's layout work)."""
+    long = []
+    for package in ("brivl", "viz", "app", "recipes"):
+        for path in _modules(package).values():
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines >= 80:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long
+
+
+def test_frozen_restores_mode_and_gradients_even_after_an_error():
+    from torch import nn
+
+    from brivl.frozen import frozen
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).train()
+    model[0].weight.requires_grad_(False)
+    with pytest.raises(RuntimeError), frozen(model, grads=False):
+        assert not model.training and not model[1].training
+        assert not any(p.requires_grad for p in model.parameters())
+        raise RuntimeError("inside")
+    assert model.training and model[1].training
+    assert [p.requires_grad for p in model.parameters()] == [False, True, True, True]
+    model.eval()
+    with frozen(model):
+        pass
+    assert not model.training  # a model in eval mode stays there
+    with frozen("not a module") as same:
+        assert same == "not a module"

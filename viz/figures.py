@@ -240,6 +240,21 @@ def _draw_fig2(panels: dict[str, Panel], channels: Sequence[int], texts: Sequenc
     return path
 
 
+def _save_cells(panels: dict[str, Panel], out: Path) -> dict[str, list[str]]:
+    """Each panel's images as out/cells/<panel><i>-<label>.png; returns the file names per panel."""
+    cells: dict[str, list[str]] = {}
+    for key, panel in panels.items():
+        cells[key] = []
+        for i, (label, image) in enumerate(zip(panel.labels, panel.images)):
+            slug = "".join(ch if ch.isalnum() else "-" for ch in label.lower()).strip("-")
+            while "--" in slug:
+                slug = slug.replace("--", "-")
+            name = f"cells/{key}{i}-{slug[:48]}.png"
+            save_png(image, out / name)
+            cells[key].append(name)
+    return cells
+
+
 def fig2(
     model: TwoTower,
     out_dir: str | Path,
@@ -292,36 +307,15 @@ def fig2(
     panels["d"] = Panel("d", [f"{layer.upper()}-{c} + {t}" for c, t in rows], result.images, seconds,
                         result.history[-1].tolist())
 
-    cells: dict[str, list[str]] = {}
-    for key, panel in panels.items():
-        cells[key] = []
-        for i, (label, image) in enumerate(zip(panel.labels, panel.images)):
-            slug = "".join(ch if ch.isalnum() else "-" for ch in label.lower()).strip("-")
-            while "--" in slug:
-                slug = slug.replace("--", "-")
-            name = f"cells/{key}{i}-{slug[:48]}.png"
-            save_png(image, out / name)
-            cells[key].append(name)
-
+    cells = _save_cells(panels, out)
     name = model_name or _model_name(model)
     side = int(panels["a"].images.shape[-1])
     title = f"Fig. 2 regenerated \u2014 {name}, {steps} steps, {side} px, seed {seed}, {param}"
     _draw_fig2(panels, channels, texts, layer, out / "fig2.png", title)
     info = {
-        "figure": "fig2",
-        "model": name,
-        "steps": steps,
-        "size": side,
-        "seed": seed,
-        "param": param,
-        "decorrelate": decorrelate,
-        "lr": lr,
-        "transforms": "standard",
-        "prompts": prompts,
-        "layer": layer,
-        "layer_channels": n_channels,
-        "channels": channels,
-        "text_weight": text_weight,
+        "figure": "fig2", "model": name, "steps": steps, "size": side, "seed": seed, "param": param,
+        "decorrelate": decorrelate, "lr": lr, "transforms": "standard", "prompts": prompts, "layer": layer,
+        "layer_channels": n_channels, "channels": channels, "text_weight": text_weight,
         "batches": {key: len(p.labels) for key, p in panels.items()},
         "panel_d_rows": [{"channel": c, "text": t} for c, t in rows],
         "final_objective": {key: p.final for key, p in panels.items()},

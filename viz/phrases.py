@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from brivl.checkpoint import atomic_write_bytes, save_safetensors
 from brivl.errors import UserInputError
+from brivl.frozen import frozen
 from brivl.twotower import Described, TwoTower
 
 FORMAT = "brivl-phrase-index/1"
@@ -372,15 +373,9 @@ def build_index(model: TwoTower, folder: str | Path, phrases: PhraseList | str |
             "complete": False, "torch": torch.__version__}
     atomic_write_bytes(folder / PHRASES, "\n".join(texts).encode("utf-8"))
     _write_meta(folder, meta)
-    was_training = isinstance(model, nn.Module) and model.training
-    if was_training:
-        model.eval()  # dropout off while embedding; restored below
-    try:
+    with frozen(model):  # dropout off while embedding; restored after
         matrix, computed, seconds, embed_all = _embed_shards(model, folder, texts, order, key, batch_size, shard_size,
                                                              progress, callback)
-    finally:
-        if was_training:
-            model.train()
     meta.update(dim=int(matrix.shape[1]), complete=True, build_seconds=round(seconds, 3), computed=computed,
                 phrases_per_s=round(computed / seconds, 1) if computed and seconds > 0 else None,
                 embed_seconds_all_runs=None if embed_all is None else round(embed_all, 3),

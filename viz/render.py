@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from brivl.errors import DivergedError, UserInputError
+from brivl.frozen import frozen
 from brivl.twotower import TwoTower
 
 from . import transforms as T
@@ -71,6 +72,16 @@ def _batch_size(objective: Objective, batch: int | None) -> int:
     return batch or objective.rows or 1
 
 
+def _check_numbers(steps: int, lr: float, copies: int) -> None:
+    """Refuse a step count, learning rate or copy count the loop cannot use."""
+    if steps < 1:
+        raise UserInputError(f"steps must be >= 1, got {steps}")
+    if not lr > 0:
+        raise UserInputError(f"lr must be > 0, got {lr}")
+    if copies < 1:
+        raise UserInputError(f"copies must be >= 1, got {copies}")
+
+
 def _check_finite(t: Tensor, what: str, step: int, steps: int, lr: float) -> None:
     """Raise RenderDivergedError naming the step if t holds NaN or Inf."""
     if not torch.isfinite(t).all():
@@ -113,12 +124,7 @@ def render(
     (viz.relu_redirect) during the first REDIRECT_STEPS steps, so a render can start where the units it
     needs are dead, e.g. from a flat image.
     """
-    if steps < 1:
-        raise UserInputError(f"steps must be >= 1, got {steps}")
-    if not lr > 0:
-        raise UserInputError(f"lr must be > 0, got {lr}")
-    if copies < 1:
-        raise UserInputError(f"copies must be >= 1, got {copies}")
+    _check_numbers(steps, lr, copies)
     n = _batch_size(objective, init.n if batch is None and init is not None else batch)
     if init is None:
         side = model.image_size if size is None else size
@@ -137,10 +143,7 @@ def render(
     history: list[Tensor] = []
 
     # Eval mode so BatchNorm uses its running statistics and never updates them; restored afterwards.
-    was_training = model.training if isinstance(model, nn.Module) else None
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
+    with frozen(model):
         redirect = redirected_relus(model) if redirect_relu and isinstance(model, nn.Module) else nullcontext()
         with redirect as redirecting, capture_layers(model, objective.layers) as cap, \
                 tqdm(total=steps, disable=not progress, desc=objective.name[:40]) as bar:
@@ -154,16 +157,7 @@ def render(
                     callback(step, images.detach().clone())  # a copy: the callback may edit it freely
                 views = tf(images.repeat(copies, 1, 1, 1) if copies > 1 else images, g)
                 value = objective(Context(model, images, views, cap))
-                _check_finite(value.detach(), f"the objective {objective.name}", step, steps, lr)
-                if not value.requires_grad:
-                    raise UserInputError(f"the objective {objective.name} does not depend on the image")
-                # Gradients for the image only: the model's weights get none, so the model is left untouched.
-                grads = torch.autograd.grad(-value.sum(), params, allow_unused=True)
-                if any(gr is None for gr in grads):
-                    raise UserInputError(f"the objective {objective.name} does not depend on the image")
-                for p, gr in zip(params, grads, strict=True):
-                    _check_finite(gr, "the gradient", step, steps, lr)
-                    p.grad = gr
+                _set_gradients(value, objective.name, params, step, steps, lr)
                 opt.step()
                 history.append(value.detach().cpu())
                 if progress:
@@ -174,7 +168,18 @@ def render(
         _check_finite(final, "the image", steps, steps, lr)
         if callback is not None:
             callback(steps, final)
-    finally:
-        if was_training:
-            model.train()
     return Render(final, torch.stack(history))
+
+
+def _set_gradients(value: Tensor, name: str, params: list[Tensor], step: int, steps: int, lr: float) -> None:
+    """Put d(-value)/d(param) into each image parameter's .grad, refusing NaN/Inf and an image-free objective."""
+    _check_finite(value.detach(), f"the objective {name}", step, steps, lr)
+    if not value.requires_grad:
+        raise UserInputError(f"the objective {name} does not depend on the image")
+    # Gradients for the image only: the model's weights get none, so the model is left untouched.
+    grads = torch.autograd.grad(-value.sum(), params, allow_unused=True)
+    if any(gr is None for gr in grads):
+        raise UserInputError(f"the objective {name} does not depend on the image")
+    for p, gr in zip(params, grads, strict=True):
+        _check_finite(gr, "the gradient", step, steps, lr)
+        p.grad = gr

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from brivl.errors import UserInputError
+from brivl.frozen import frozen
 from brivl.images import load_image
 from brivl.twotower import TwoTower
 
@@ -265,18 +266,11 @@ def vqgan_imagine(
     vqgan = vqgan.to(device).eval().requires_grad_(False)
     if progress is None:
         progress = sys.stderr.isatty()
-    was_training = model.training if isinstance(model, nn.Module) else None
-    if isinstance(model, nn.Module):
-        model.eval()
     devices = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):  # kornia draws from the global RNG: seed it, restore it after
-            torch.manual_seed(seed)
-            return _run(model, vqgan, pairs, steps, size, batch, lr, seed, param, cutn, cut_pow,
-                        cut_size or model.image_size, augment, init, tau, callback, every, progress)
-    finally:
-        if was_training:
-            model.train()
+    with frozen(model), torch.random.fork_rng(devices=devices):  # kornia draws from the global RNG: seed, restore
+        torch.manual_seed(seed)
+        return _run(model, vqgan, pairs, steps, size, batch, lr, seed, param, cutn, cut_pow,
+                    cut_size or model.image_size, augment, init, tau, callback, every, progress)
 
 
 def _run(model: TwoTower, vqgan: VQGAN, pairs: list[tuple[str, float]], steps: int, size, n: int, lr: float,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from brivl.errors import DivergedError
+from brivl.frozen import frozen
 from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from viz.objectives import squared_total_variation
 from viz.param import FFTImage
@@ -104,6 +105,12 @@ class _BNStatistics:
             h.remove()
         self.handles = []
 
+    def __enter__(self) -> "_BNStatistics":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
 
 def _augment(x: Tensor, jitter: int, zoom: float, out_size: int, g: torch.Generator) -> Tensor:
     """Random shift, flip and zoomed crop of the whole batch, resized to out_size: what the teacher sees."""
@@ -125,6 +132,18 @@ def _augment(x: Tensor, jitter: int, zoom: float, out_size: int, g: torch.Genera
         x = F.interpolate(x, size=(out_size, out_size), mode="bilinear", align_corners=False,
                           antialias=out_size < x.shape[-1])
     return x
+
+
+def _losses(teacher: nn.Module, bn: _BNStatistics, view: Tensor, x: Tensor, targets: Tensor
+            ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The teacher's logits on the view and the loss terms: cross-entropy, BN statistics, TV and L2 of x."""
+    bn.active = True
+    try:
+        logits = teacher(view)
+    finally:
+        bn.active = False
+    return logits, {"ce": F.cross_entropy(logits, targets), "bn": bn.collect(), "tv": _total_variation(x),
+                    "l2": x.square().mean()}
 
 
 def _cosine_lr(base: float, step: int, steps: int) -> float:
@@ -177,13 +196,8 @@ def synthesize(
     lowres_steps = int(round(steps * lowres_fraction))
     report_every = max(1, steps // 10)
 
-    bn = _BNStatistics(teacher)
-    was_training = teacher.training
-    grad_flags = [p.requires_grad for p in params]
-    try:
-        teacher.eval()  # the running statistics are the target and must not move; dropout off
-        for p in params:
-            p.requires_grad_(False)  # frozen: only the image receives gradients
+    # The running statistics are the target and must not move, dropout is off, and only the image gets gradients.
+    with _BNStatistics(teacher) as bn, frozen(teacher, grads=False):
         for step in range(steps):
             for group in optimizer.param_groups:
                 group["lr"] = _cosine_lr(lr, step, steps)
@@ -192,21 +206,13 @@ def synthesize(
             # Half the shift while at half resolution (as DeepInversion does): over two seeds the images then
             # kept more of their class when upsampled to 224 px (target probability 0.80 vs 0.74).
             view = _augment(x, jitter // 2 if lowres else jitter, zoom, size // 2 if lowres else size, g)
-            bn.active = True
-            try:
-                logits = teacher(view)
-            finally:
-                bn.active = False
-            loss_bn = bn.collect()
-            loss_ce = F.cross_entropy(logits, targets)
-            loss_tv = _total_variation(x)
-            loss_l2 = x.square().mean()
-            loss = loss_ce + bn_weight * loss_bn + tv_weight * loss_tv + l2_weight * loss_l2
+            logits, terms = _losses(teacher, bn, view, x, targets)
+            loss = terms["ce"] + bn_weight * terms["bn"] + tv_weight * terms["tv"] + l2_weight * terms["l2"]
             if not torch.isfinite(loss):
                 raise SynthesisDivergedError(
                     f"synthesis diverged at step {step} of {steps}: loss {loss.item()} (cross-entropy "
-                    f"{loss_ce.item()}, bn {loss_bn.item()}, tv {loss_tv.item()}, l2 {loss_l2.item()}); "
-                    f"lower lr (now {lr}) or the prior weights")
+                    f"{terms['ce'].item()}, bn {terms['bn'].item()}, tv {terms['tv'].item()}, l2 "
+                    f"{terms['l2'].item()}); lower lr (now {lr}) or the prior weights")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -215,17 +221,12 @@ def synthesize(
                                              f"parameters became NaN/inf after the optimiser step (lr {lr})")
             if history is not None:
                 acc = (logits.detach().argmax(1) == targets).float().mean()
-                history.append({"step": step, "loss": loss.item(), "bn": loss_bn.item(), "ce": loss_ce.item(),
-                                "tv": loss_tv.item(), "l2": loss_l2.item(), "acc": acc.item(),
-                                "lr": optimizer.param_groups[0]["lr"]})
+                history.append({"step": step, "loss": loss.item(), "bn": terms["bn"].item(),
+                                "ce": terms["ce"].item(), "tv": terms["tv"].item(), "l2": terms["l2"].item(),
+                                "acc": acc.item(), "lr": optimizer.param_groups[0]["lr"]})
             if callback is not None and (step % report_every == report_every - 1 or step == steps - 1):
                 with torch.no_grad():
                     callback(step, image().cpu())
-    finally:
-        bn.remove()
-        for p, flag in zip(params, grad_flags):
-            p.requires_grad_(flag)
-        teacher.train(was_training)
     with torch.no_grad():
         return image().cpu()
 

@@ -351,15 +351,10 @@ def _check_resumable(cfg: VQGANBuildConfig, work: Path) -> None:
                           f"set `work` to a new folder, or delete {work / META_NAME} to start over")
 
 
-def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the VQGAN, export it (fp16 safetensors + JSON), measure it on held-out photos."""
-    work = Path(cfg.work)
-    work.mkdir(parents=True, exist_ok=True)
-    _check_resumable(cfg, work)
-    atomic_write_bytes(work / "build_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+def _new_model(cfg: VQGANBuildConfig) -> VQGAN:
+    """The seeded, untrained VQGAN of the build, in training mode."""
     torch.manual_seed(cfg.seed)  # the model's initial weights
-    mcfg = VQGANConfig(**cfg.model, name="vqgan-lite")
-    model = VQGAN(mcfg)
+    model = VQGAN(VQGANConfig(**cfg.model, name="vqgan-lite"))
     with torch.no_grad():
         model.codebook.normal_(0, 1)
         for m in model.modules():
@@ -368,7 +363,17 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
                 # output from step one (a deep default-initialised stack learned several times slower here).
                 m.conv2.weight.zero_()
                 m.conv2.bias.zero_()
-    model.train()
+    return model.train()
+
+
+def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the VQGAN, export it (fp16 safetensors + JSON), measure it on held-out photos."""
+    work = Path(cfg.work)
+    work.mkdir(parents=True, exist_ok=True)
+    _check_resumable(cfg, work)
+    atomic_write_bytes(work / "build_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+    model = _new_model(cfg)
+    mcfg = model.config
     ema = EMACodebook(model, cfg.ema_decay, cfg.dead_after)
     model.codebook.requires_grad_(False)  # moved by EMA, not by Adam
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99))
