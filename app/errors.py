@@ -14,11 +14,12 @@ from PIL import Image, UnidentifiedImageError
 from brivl.errors import BrivlError, UserInputError
 from brivl.images import load_image
 from brivl.inputs import InputError
+from viz.settings import STUDIO_LIMITS, RenderSettings
 
 log = logging.getLogger("brivl.studio")
 
-MAX_SIDE = 512  # pixels of a rendered image: beyond this a CPU render takes minutes per step
-MAX_STEPS = 1024  # the page's slider goes to 1024
+MAX_SIDE = int(STUDIO_LIMITS["size"][1])  # pixels of a rendered image: beyond it a CPU render takes minutes a step
+MAX_STEPS = int(STUDIO_LIMITS["steps"][1])  # the page's slider goes to 1024
 MAX_UPLOAD_BYTES = 40 * 2**20
 MAX_UPLOAD_PIXELS = 40_000_000  # about 7000 x 5700; larger images are refused before they are decoded
 MAX_PROMPT_CHARS = 500
@@ -44,20 +45,9 @@ def check_prompt(text: str | None, what: str = "the prompt") -> str:
 
 
 def check_render(steps, size, seed, lr=0.05) -> tuple[int, int, int, float]:
-    """steps, size, seed and lr as numbers in range (steps 1..MAX_STEPS, size 32..MAX_SIDE, seed >= 0, lr > 0)."""
-    try:
-        steps, size, seed, lr = int(steps), int(size), int(seed), float(lr)
-    except (TypeError, ValueError):
-        raise StudioInputError("steps, size, seed and learning rate must be numbers") from None
-    if not 1 <= steps <= MAX_STEPS:
-        raise StudioInputError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-    if not 32 <= size <= MAX_SIDE:
-        raise StudioInputError(f"size must be between 32 and {MAX_SIDE} pixels, got {size}")
-    if not 0 <= seed < 2**31:
-        raise StudioInputError(f"seed must be between 0 and {2**31 - 1}, got {seed}")
-    if not 0 < lr <= 10:
-        raise StudioInputError(f"the learning rate must be in (0, 10], got {lr}")
-    return steps, size, seed, lr
+    """steps, size, seed and lr as numbers within the studio's limits (viz.settings.STUDIO_LIMITS)."""
+    s = RenderSettings.checked(STUDIO_LIMITS, error=StudioInputError, steps=steps, size=size, seed=seed, lr=lr)
+    return s.steps, s.size, s.seed, s.lr
 
 
 def check_image_file(path) -> "torch.Tensor":  # noqa: F821 - torch imported lazily

@@ -21,6 +21,7 @@ from . import phrases as P
 from . import phrase_map as M
 from .figures import check_channels, save_png, write_json
 from .figures_all import ALL, regenerate_all
+from .settings import LIMITS, RenderSettings
 from .vqgan import load_vqgan
 from .vqgan_imagine import parse_prompt, vqgan_imagine
 from .vqgan_imagine import prompts as weighted_prompts
@@ -70,13 +71,9 @@ def _phrase_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def _check_render_args(args: argparse.Namespace) -> None:
-    """Refuse settings the render loop cannot use, before any model is loaded."""
-    if args.steps < 1:
-        raise InputError(f"--steps must be at least 1, got {args.steps}")
-    if args.size is not None and not 16 <= args.size <= 4096:
-        raise InputError(f"--size must be between 16 and 4096 pixels, got {args.size}")
-    if not args.lr > 0:
-        raise InputError(f"--lr must be > 0, got {args.lr}")
+    """Refuse settings the render loop cannot use (viz.settings.LIMITS, as the studio's), before loading a model."""
+    given = {k: getattr(args, k) for k in ("steps", "size", "seed", "lr", "param", "decorrelate") if hasattr(args, k)}
+    RenderSettings.checked(LIMITS, prefix="--", error=InputError, **given)
     output = getattr(args, "output", None)
     if output is not None and Path(output).suffix.lower() != ".png":
         raise InputError(f"{output}: the image is written as PNG; give a path ending in .png")
@@ -208,8 +205,8 @@ def cmd_figures_all(args: argparse.Namespace) -> int:
         raise InputError("figures all needs --out DIR (the folder for the figures and index.html)")
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
-    if args.size is not None and not 16 <= args.size <= 4096:
-        raise InputError(f"--size must be between 16 and 4096 pixels, got {args.size}")
+    if args.size is not None:
+        RenderSettings.checked(LIMITS, prefix="--", error=InputError, size=args.size)
     if args.phrase_limit is not None and args.phrase_limit < 30:
         raise InputError(f"--phrase-limit must be at least 30 (Fig. 5c shows 30 phrases), got {args.phrase_limit}")
     if args.only and any(o not in ALL for o in args.only):
