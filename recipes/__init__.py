@@ -1,1 +1,5 @@
-"""Recipes that build the assets brivl ships (may import brivl and viz; nothing imports them but front ends)."""
+"""recipes: the builds of the assets brivl ships (brivl_lite: the default model's heads; vqgan_lite: the VQGAN).
+
+May import brivl and viz; nothing imports recipes but its own commands (recipes.cli: build-default,
+build-vqgan). Installed as `brivl_recipes`, so it imports itself relatively.
+"""
