@@ -331,6 +331,29 @@ def diversity(layer: str | None = None) -> Objective:
     return Objective(fn, f"diversity({layer or 'embedding'})", layers=[layer] if layer else [])
 
 
+def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Squared great-circle distance between unit vectors (VQGAN+CLIP's loss): 2 * arcsin(|a - b| / 2)^2."""
+    return (a - b).norm(dim=-1).div(2).clamp(max=1).arcsin().pow(2).mul(2)
+
+
+def spherical_match(targets: Tensor, weights: Tensor, record: list[Tensor] | None = None) -> Objective:
+    """Minus the weighted spherical distance of each view's embedding to target embeddings [P, d] (weights [P];
+    a negative weight rewards distance): VQGAN inversion's objective, averaged over an image's views.
+
+    `record`, when given, gets each step's weighted cosine per image [n] (positive weights, normalised).
+    """
+    positive = weights.clamp(min=0) / weights.clamp(min=0).sum()
+
+    def fn(ctx: Context) -> Tensor:
+        emb = ctx.image_embeddings()  # [views, d], view j * n + i of image i
+        if record is not None:
+            with torch.no_grad():
+                cos = (emb @ targets.T).view(ctx.copies, ctx.n, -1).mean(0)
+                record.append((cos * positive).sum(-1).cpu())
+        return -(spherical_distance(emb[:, None, :], targets[None]) * weights).sum(-1)
+    return Objective(fn, f"spherical_match({len(targets)} targets)")
+
+
 # --- image priors (subtract them) -----------------------------------------------------------------------------
 
 def l2(centre: float = 0.5) -> Objective:

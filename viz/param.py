@@ -6,7 +6,7 @@ into [0, 1], so pixels never leave the range `encode_image` accepts and never lo
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,25 @@ INIT_STD = 0.01
 # Lucid's FFT images divide by 4 before the colour transform: with the 1/f scaling the raw inverse transform
 # has a spread of a few units, and the sigmoid would otherwise saturate within a few steps.
 FFT_MAGIC = 4.0
+
+
+@runtime_checkable
+class Sampled(Protocol):
+    """A parameterisation that draws fresh randomness each step (VQGAN logits' Gumbel noise): the render loop
+    calls sample(g) with its seeded generator while optimising, and plain call() for the final image."""
+
+    def sample(self, generator: torch.Generator) -> Tensor:
+        """Images [n, 3, H, W] in [0, 1] for one optimisation step."""
+        ...
+
+
+@runtime_checkable
+class Constrained(Protocol):
+    """A parameterisation with a constraint to restore after each optimiser step (VQGAN z: the codebook's range)."""
+
+    def after_step(self) -> None:
+        """Project the parameters back into their allowed set."""
+        ...
 
 
 def _as_hw(size: int | tuple[int, int]) -> tuple[int, int]:

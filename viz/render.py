@@ -16,7 +16,7 @@ from brivl.twotower import TwoTower
 
 from . import transforms as T
 from .objectives import Context, Objective, capture_layers
-from .param import ImageParam, ParamKind, image
+from .param import Constrained, ImageParam, ParamKind, Sampled, image
 from .relu_redirect import redirected_relus
 
 ProgressCallback = Callable[[int, Tensor], None]
@@ -151,7 +151,7 @@ def render(
                 if redirecting is not None:
                     # Only the start needs it (dead units come alive or never will); it costs ~20% a step.
                     redirecting.active = step < REDIRECT_STEPS
-                images = init()
+                images = init.sample(g) if isinstance(init, Sampled) else init()
                 _check_finite(images, "the image", step, steps, lr)
                 if callback is not None and step % every == 0:
                     callback(step, images.detach().clone())  # a copy: the callback may edit it freely
@@ -159,6 +159,8 @@ def render(
                 value = objective(Context(model, images, views, cap))
                 _set_gradients(value, objective.name, params, step, steps, lr)
                 opt.step()
+                if isinstance(init, Constrained):
+                    init.after_step()
                 history.append(value.detach().cpu())
                 if progress:
                     bar.update(1)

@@ -22,14 +22,16 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from brivl.errors import UserInputError
 from brivl.frozen import frozen
 from brivl.images import load_image
 from brivl.twotower import TwoTower
 
-from .render import RenderDivergedError, _device
+from . import objectives as O
+from . import transforms as T
+from .objectives import spherical_distance  # noqa: F401 - VQGAN inversion's distance, at home in objectives
+from .render import _device, render
 from .vqgan import VQGAN
 
 ProgressCallback = Callable[[int, Tensor], None]
@@ -77,11 +79,6 @@ def prompts(text: PromptSpec, negative: str | Sequence[str | tuple[str, float]] 
     if not any(w > 0 for _, w in out):
         raise UserInputError("give at least one prompt with a positive weight")
     return out
-
-
-def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
-    """Squared great-circle distance between unit vectors (VQGAN+CLIP's loss): 2 * arcsin(|a - b| / 2)^2."""
-    return (a - b).norm(dim=-1).div(2).clamp(max=1).arcsin().pow(2).mul(2)
 
 
 # --- cutouts and augmentations --------------------------------------------------------------------------------
@@ -273,44 +270,40 @@ def vqgan_imagine(
                     cut_size or model.image_size, augment, init, tau, callback, every, progress)
 
 
+class TokenImage(nn.Module):
+    """VQGAN tokens as an image parameterisation of viz.render: a call decodes them (the argmax codes for logits),
+    sample(g) draws the step's Gumbel noise from the render's generator, after_step keeps z in the codebook's
+    range. The codes of the last call are in `indices`."""
+
+    def __init__(self, toks: LatentTokens | LogitTokens, n: int, hw: tuple[int, int], factor: int):
+        super().__init__()
+        self.toks = toks
+        self.n, self.height, self.width = n, hw[0] * factor, hw[1] * factor
+        self.indices: Tensor | None = None
+
+    def forward(self, g: torch.Generator | None = None) -> Tensor:
+        images, self.indices = self.toks(g)
+        return images
+
+    def sample(self, generator: torch.Generator) -> Tensor:
+        return self(generator if isinstance(self.toks, LogitTokens) else None)
+
+    def after_step(self) -> None:
+        self.toks.after_step()
+
+
 def _run(model: TwoTower, vqgan: VQGAN, pairs: list[tuple[str, float]], steps: int, size, n: int, lr: float,
          seed: int, param: TokenParam, cutn: int, cut_pow: float, cut_size: int, augment: bool, init, tau: float,
          callback: ProgressCallback | None, every: int, progress: bool) -> VQGANRender:
+    """The one render loop (viz.render) on VQGAN tokens, cutouts as its transform, spherical distance as objective."""
     with torch.no_grad():
         targets = model.encode_text([t for t, _ in pairs]).detach()  # [P, d]
     weights = torch.tensor([w for _, w in pairs], device=targets.device, dtype=targets.dtype)
-    positive = weights.clamp(min=0) / weights.clamp(min=0).sum()
-    toks = tokens(vqgan, n, size, param, seed, init, tau)
-    cutouts = MakeCutouts(cut_size, cutn, cut_pow, augment)
-    g = torch.Generator().manual_seed(seed + 0x5EED)  # cutout places and Gumbel noise: one seeded stream
-    params = [p for p in toks.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    history: list[Tensor] = []
-    with tqdm(total=steps, disable=not progress, desc=pairs[0][0][:40]) as bar:
-        for step in range(steps):
-            images, _ = toks(g if param == "logits" else None)
-            if callback is not None and step % every == 0:
-                callback(step, images.detach().clone())
-            emb = model.encode_image(cutouts(images, g))  # [cutn*n, d], row k*n + i is image i
-            emb = emb.view(cutn, n, -1)
-            dist = spherical_distance(emb[:, :, None, :], targets[None, None])  # [cutn, n, P]
-            loss = (dist.mean(0) * weights).sum()  # a negative weight rewards distance
-            if not torch.isfinite(loss):
-                raise RenderDivergedError(f"VQGAN inversion diverged at step {step} of {steps}: the loss is NaN or "
-                                          f"Inf; try a lower lr (now {lr:g})", step)
-            # Gradients for the tokens only: the model and the VQGAN get none and are left untouched.
-            for p, grad in zip(params, torch.autograd.grad(loss, params), strict=True):
-                p.grad = grad
-            opt.step()
-            toks.after_step()
-            with torch.no_grad():
-                cos = (emb @ targets.T).mean(0)  # [n, P]
-                history.append((cos * positive).sum(-1).cpu())
-            bar.update(1)
-            if progress:
-                bar.set_postfix(cosine=f"{history[-1].mean().item():.4f}", refresh=False)
-    with torch.no_grad():
-        final, idx = toks(None)
-    if callback is not None:
-        callback(steps, final.detach().clone())
-    return VQGANRender(final.detach(), torch.stack(history), idx.detach())
+    image = TokenImage(tokens(vqgan, n, size, param, seed, init, tau), n, _grid(vqgan, size), vqgan.factor)
+    cosines: list[Tensor] = []  # the weighted text cosine of every step: what VQGANRender.history reports
+    objective = O.spherical_match(targets, weights, record=cosines)
+    objective.name = pairs[0][0]
+    result = render(model, objective, steps=steps, lr=lr, seed=seed, init=image, callback=callback, every=every,
+                    progress=progress, transforms=T.Compose([MakeCutouts(cut_size, cutn, cut_pow, augment)]),
+                    redirect_relu=False)
+    return VQGANRender(result.images, torch.stack(cosines), image.indices.detach())
