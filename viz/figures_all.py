@@ -1,4 +1,4 @@
-"""Every paper figure the toolkit covers, regenerated in one go (`brivl figures --all --out DIR`), with an index page.
+"""Every paper figure the toolkit covers, regenerated in one go (`brivl figures all --out DIR`), with an index page.
 
 - fig2   Fig. 2a-d: network visualisation (concepts, sentences, "mountains with ..."), neurons LLP-108/456/678
 - fig3   Fig. 3: text to image by VQGAN inversion (`viz.figures.fig3`: scenes, a story, "blazing sea", ...) with the

@@ -1,6 +1,6 @@
 """The brivl-lite quality measures of issue 5: Chinese zero-shot and cross-lingual retrieval.
 
-(Teacher agreement on the held-out photos is `brivl.lite.heldout.teacher_agreement`.)
+(Teacher agreement on the held-out photos is `recipes.brivl_lite.heldout.teacher_agreement`.)
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Recipe version 1 of brivl-lite (retired; version 2 is `brivl.lite.build`): data-free distillation.
+"""Recipe version 1 of brivl-lite (retired; version 2 is `recipes.brivl_lite.build`): data-free distillation.
 
 Kept because its images feed `brivl build-vqgan` and its numbers are the README's baseline
 (`brivl build-default --config configs/build-lite-v1.yaml` still runs it).
@@ -7,7 +7,7 @@ Stages, each resumable and written under the work folder:
 1. images  - synthetic class images (DeepInversion on the EfficientNet-Lite0 classifier), 2x2 mosaics of them
              (several objects per picture, as in photos) and procedural images;
 2. label   - captions from the classifier's top-1 ImageNet class name, through varied templates, in Chinese
-             for the classes with a Chinese name (brivl.lite.zh) some of the time;
+             for the classes with a Chinese name (recipes.brivl_lite.zh) some of the time;
 3. cache   - frozen-backbone outputs of a few augmented views (crops, colour) per image, the teacher's logits
              for each view and label prompts for every class (brivl.feature_cache);
 4. train   - cross-modal MoCo on the heads only (brivl.train, DeepSpeed), plus distillation of the teacher's
@@ -17,7 +17,7 @@ Stages, each resumable and written under the work folder:
              15.8% after the first run, 36.3% after 800 refine steps);
    align   - the image head set in closed form: the teacher's linear classifier mapped into the text head's
              space through the least-squares fit of its logits by the class-prompt embeddings
-             (brivl.lite.teacher_init); held-out teacher top-5 36.3% -> 71.9% ("a photo of a {}.") on the
+             (recipes.brivl_lite.teacher_init); held-out teacher top-5 36.3% -> 71.9% ("a photo of a {}.") on the
              shipped build, since heads trained on synthetic images generalise to real photos far less well
              than the teacher's own map; KD fine-tuning after it on the synthetic cache lost that again (76 -> 9%
              in 25 steps at lr 1e-5), so it comes last;
@@ -57,7 +57,7 @@ from .teacher_init import init_image_head_from_classifier
 from .zh import PARALLEL_TEMPLATES, ZH_CLASS_NAMES
 
 log = logging.getLogger("brivl.build")
-# English-only templates besides the parallel ones (brivl.lite.zh).
+# English-only templates besides the parallel ones (recipes.brivl_lite.zh).
 EXTRA_TEMPLATES = ("an image of a {}.", "a {} in the picture.", "{}", "a photo of the {}, seen up close.")
 LABEL_PROMPTS_EN = ("a photo of a {}.", "a picture of a {}.", "{}", "a close-up photo of a {}.")
 LABEL_PROMPTS_ZH = ("一张{}的照片。", "{}")
@@ -127,7 +127,7 @@ class BuildConfig:
     seed: int = 0
     eval_crops: int = 8  # random crops per held-out photo, besides the whole photo
     refine: dict[str, Any] = dataclasses.field(default_factory=dict)  # {steps, batch_size, lr, distill_weight}; {} = none
-    align: bool = True  # set the image head from the teacher's classifier after training (brivl.lite.teacher_init)
+    align: bool = True  # the image head from the teacher's classifier after training (teacher_init)
 
     @classmethod
     def load(cls, path: str | Path) -> BuildConfig:
@@ -317,7 +317,7 @@ def class_prompt_embeddings(model, cache: Path, batch: int = 250) -> torch.Tenso
 
 
 def stage_align(cfg: BuildConfig, work: Path, trained: Path) -> Path:
-    """The image head from the teacher's classifier and the trained text head's class prompts (brivl.lite.teacher_init)."""
+    """The image head from the teacher's classifier and the trained text head's class prompts (teacher_init)."""
     if not cfg.align:
         return trained
     out = work / "aligned"

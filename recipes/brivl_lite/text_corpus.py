@@ -1,8 +1,8 @@
 """The texts brivl-lite's text head learns from: every ImageNet class named many ways, in English and Chinese.
 
 Each text comes with the classes it names (one, or two for a text that names two things, whose target lies
-between them). Sources: the WordNet synonyms and glosses timm ships, the Chinese names in `brivl.lite.zh`, the
-parallel templates of `brivl.lite.zh` plus extra ones, and two-class sentences. The parallel (template, class)
+between them). Sources: the WordNet synonyms and glosses timm ships, the Chinese names in `zh`, the
+parallel templates of `zh` plus extra ones, and two-class sentences. The parallel (template, class)
 sentences held out for the cross-lingual test (`heldout_sentence_pairs`) are never emitted.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Train brivl-lite's text head (self-attention + MLP over the frozen e5 backbone) onto the classifier's class targets.
 
 The backbone's hidden states of every corpus text are cached once (shards, resumable); the head then learns
-to put each text on the unit target of the classes it names (`brivl.lite.classifier_space`): a cross-entropy
+to put each text on the unit target of the classes it names (`recipes.brivl_lite.classifier_space`): a cross-entropy
 over all 1000 class targets (so classes stay apart) plus 1 - cosine to the text's own target (so a class prompt
 lands on the direction a render climbs). Training resumes from its last checkpoint, exactly.
 """
