@@ -1,20 +1,19 @@
 """What every tab shares: the model pool, the stop flags, the page's defaults, and the render controls."""
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import gradio as gr
 
+from viz.vqgan import VQGANError, load_vqgan
+
 from .errors import StudioInputError, check_image_file
 from .models import ModelPool
-from .paths import Roots
+from .paths import EXAMPLE_DIR, Roots
 from .stream import StopFlags
 
 EXAMPLES_EN = ["mountains with forests", "a red apple on a table", "Every cloud has a silver lining.",
                "a cyberpunk-styled city at night"]
 EXAMPLES_ZH = ["夕阳下的大海", "雪山下的森林", "城市的夜景", "一只在草地上奔跑的狗"]
-# Photos for the upload tabs' examples: the repository's examples/ folder, when the studio runs from a checkout.
-EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 
 def example_photos() -> list[str]:
@@ -40,8 +39,6 @@ class Studio:
 
     def get_vqgan(self, name: str):
         """A VQGAN by name ('lite' = the embedded one, a folder, or a taming .ckpt), loaded once."""
-        from .errors import StudioInputError
-
         name = (name or self.vqgan).strip()
         if name not in ("lite", self.vqgan):  # the operator's choices; anything else is a path in the roots
             path = self.roots.check(name, "VQGAN")
@@ -49,10 +46,6 @@ class Studio:
                 self.roots.check(str(path.with_suffix(".yaml")), "VQGAN config")
         with self._vqgan_lock:
             if name not in self._vqgans:
-                try:
-                    from viz.vqgan import VQGANError, load_vqgan
-                except ImportError as e:
-                    raise StudioInputError(f"VQGAN inversion is not available in this installation ({e})") from None
                 try:
                     self._vqgans[name] = load_vqgan(name, device=self.pool.device)
                 except (VQGANError, FileNotFoundError, ValueError) as e:

@@ -9,17 +9,23 @@ import logging
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image, UnidentifiedImageError
+
+from brivl.errors import BrivlError, UserInputError
+from brivl.images import load_image
+from brivl.inputs import InputError
+from viz.settings import STUDIO_LIMITS, RenderSettings
 
 log = logging.getLogger("brivl.studio")
 
-MAX_SIDE = 512  # pixels of a rendered image: beyond this a CPU render takes minutes per step
-MAX_STEPS = 1024  # the page's slider goes to 1024
+MAX_SIDE = int(STUDIO_LIMITS["size"][1])  # pixels of a rendered image: beyond it a CPU render takes minutes a step
+MAX_STEPS = int(STUDIO_LIMITS["steps"][1])  # the page's slider goes to 1024
 MAX_UPLOAD_BYTES = 40 * 2**20
 MAX_UPLOAD_PIXELS = 40_000_000  # about 7000 x 5700; larger images are refused before they are decoded
 MAX_PROMPT_CHARS = 500
 
 
-class StudioInputError(ValueError):
+class StudioInputError(UserInputError):
     """Input the studio cannot use; the message says what is wrong and what to do."""
 
 
@@ -39,20 +45,9 @@ def check_prompt(text: str | None, what: str = "the prompt") -> str:
 
 
 def check_render(steps, size, seed, lr=0.05) -> tuple[int, int, int, float]:
-    """steps, size, seed and lr as numbers in range (steps 1..MAX_STEPS, size 32..MAX_SIDE, seed >= 0, lr > 0)."""
-    try:
-        steps, size, seed, lr = int(steps), int(size), int(seed), float(lr)
-    except (TypeError, ValueError):
-        raise StudioInputError("steps, size, seed and learning rate must be numbers") from None
-    if not 1 <= steps <= MAX_STEPS:
-        raise StudioInputError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-    if not 32 <= size <= MAX_SIDE:
-        raise StudioInputError(f"size must be between 32 and {MAX_SIDE} pixels, got {size}")
-    if not 0 <= seed < 2**31:
-        raise StudioInputError(f"seed must be between 0 and {2**31 - 1}, got {seed}")
-    if not 0 < lr <= 10:
-        raise StudioInputError(f"the learning rate must be in (0, 10], got {lr}")
-    return steps, size, seed, lr
+    """steps, size, seed and lr as numbers within the studio's limits (viz.settings.STUDIO_LIMITS)."""
+    s = RenderSettings.checked(STUDIO_LIMITS, error=StudioInputError, steps=steps, size=size, seed=seed, lr=lr)
+    return s.steps, s.size, s.seed, s.lr
 
 
 def check_image_file(path) -> "torch.Tensor":  # noqa: F821 - torch imported lazily
@@ -66,7 +61,6 @@ def check_image_file(path) -> "torch.Tensor":  # noqa: F821 - torch imported laz
     if size > MAX_UPLOAD_BYTES:
         raise StudioInputError(f"{path.name}: the file is {size / 2**20:.0f} MB; upload an image under "
                                f"{MAX_UPLOAD_BYTES // 2**20} MB")
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:  # reads the header only: the size is known before any pixel is decoded
@@ -78,8 +72,6 @@ def check_image_file(path) -> "torch.Tensor":  # noqa: F821 - torch imported laz
     if w * h > MAX_UPLOAD_PIXELS:
         raise StudioInputError(f"{path.name}: the image is {w} x {h} pixels ({w * h / 1e6:.0f} megapixels); "
                                f"upload one under {MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels")
-    from brivl.images import load_image
-    from brivl.inputs import InputError
 
     try:
         return load_image(path)
@@ -98,18 +90,6 @@ def check_labels(text: str | None) -> list[str]:
     return labels
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from brivl.checkpoint import CheckpointError
-    from brivl.config import ConfigError
-    from brivl.data import DataError
-    from brivl.hub import ModelNotFoundError
-    from brivl.inputs import InputError
-    from brivl.tokenizer import TokenizerMissingError
-
-    return (StudioInputError, InputError, CheckpointError, ConfigError, ModelNotFoundError, TokenizerMissingError,
-            DataError, ValueError, KeyError, FloatingPointError, FileNotFoundError)
-
-
 def _message(e: BaseException) -> str:
     text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     return text or type(e).__name__
@@ -118,7 +98,7 @@ def _message(e: BaseException) -> str:
 def readable(fn):
     """Wrap a handler (function or generator) so every failure shows as a gr.Error message in the page."""
     def convert(e: BaseException) -> gr.Error:
-        if isinstance(e, _known_errors()):
+        if isinstance(e, BrivlError):  # the one error family: its message; anything else is a bug, logged
             return gr.Error(_message(e), duration=None)
         log.exception("studio handler %s failed", fn.__name__)
         return gr.Error(f"something went wrong ({type(e).__name__}: {_message(e)}); the studio is still running, "

@@ -6,6 +6,11 @@ import contextlib
 import threading
 from collections import OrderedDict
 
+import brivl
+from brivl.checkpoint import CheckpointError
+from brivl.hub import ModelNotFoundError
+from brivl.tokenizer import TokenizerMissingError
+
 from .errors import StudioInputError
 from .paths import Roots
 
@@ -108,11 +113,6 @@ class ModelPool:
 
 
 def _load(name: str, device: str):
-    import brivl
-    from brivl.checkpoint import CheckpointError
-    from brivl.hub import ModelNotFoundError
-    from brivl.tokenizer import TokenizerMissingError
-
     try:
         return brivl.load(name, device=device)
     except (ModelNotFoundError, FileNotFoundError) as e:

@@ -11,8 +11,12 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from brivl.lite.assemble import cache_dir
+
 from .errors import StudioInputError
 
+# Photos for the upload tabs' examples: the repository's examples/ folder, when the studio runs from a checkout.
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples"
 MAX_PHRASE_FILE_BYTES = 64 * 2**20  # jieba's dictionary is 5 MB
 PHRASE_SUFFIXES = (".txt",)
 
@@ -24,10 +28,6 @@ def upload_folder() -> Path:
 
 def default_roots() -> list[Path]:
     """The working directory, the repository's examples and brivl's cache."""
-    from brivl.lite.assemble import cache_dir
-
-    from .context import EXAMPLE_DIR
-
     return [Path.cwd(), EXAMPLE_DIR, cache_dir()]
 
 

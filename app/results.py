@@ -6,6 +6,9 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from viz.figures import to_uint8
 
 _ROOT: list[Path] = []
 
@@ -20,8 +23,6 @@ def results_root() -> Path:
 def to_array(image) -> np.ndarray:
     """A uint8 [H, W, 3] array from a tensor [3,H,W]/[1,3,H,W] in [0, 1], a PIL image or an array."""
     if hasattr(image, "detach"):
-        from viz.figures import to_uint8
-
         return to_uint8(image)
     return np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.uint8)
 
@@ -35,8 +36,6 @@ def _slug(text: str) -> str:
 
 def save(kind: str, image, settings: dict, label: str = "") -> list[str]:
     """Write <kind>-<label>.png and .json (settings plus kind, time and image size); returns both paths."""
-    from PIL import Image
-
     folder = results_root() / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
     stem = f"{kind}-{_slug(label)}" if label else kind
@@ -66,7 +65,7 @@ def side_by_side(images: list, gap: int = 8) -> np.ndarray:
 
 def figure_array(fig) -> np.ndarray:
     """A matplotlib Figure rendered to uint8 [H, W, 3]."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: matplotlib loads only to draw
 
     canvas = FigureCanvasAgg(fig)
     canvas.draw()

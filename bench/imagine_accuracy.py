@@ -40,8 +40,8 @@ CONCEPTS = (
 
 
 def chinese_concepts(concepts=CONCEPTS) -> tuple[tuple[str, str], ...]:
-    """The same concepts with Chinese prompts: each class's first Chinese name (brivl.lite.zh), as a user types it."""
-    from brivl.lite.zh import ZH_CLASS_NAMES
+    """The same concepts with Chinese prompts: each class's first Chinese name (recipes.brivl_lite.zh), as a user types it."""
+    from recipes.brivl_lite.zh import ZH_CLASS_NAMES
 
     return tuple((ZH_CLASS_NAMES[i], name) for i, (_, name) in zip(concept_indices(concepts), concepts, strict=True))
 

@@ -46,9 +46,9 @@ def main() -> None:
     from lite_names import ZH_TEST_NAMES
 
     import brivl
-    from brivl.lite.evaluate import chinese_zero_shot, cross_lingual_retrieval
-    from brivl.lite.heldout import teacher_agreement
-    from brivl.lite.recipe import LABEL_PROMPTS_EN
+    from recipes.brivl_lite.evaluate import chinese_zero_shot, cross_lingual_retrieval
+    from recipes.brivl_lite.heldout import teacher_agreement
+    from recipes.brivl_lite.recipe import LABEL_PROMPTS_EN
 
     result: dict = {"model": args.model}
     with tempfile.TemporaryDirectory() as cold:

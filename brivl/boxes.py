@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .images import load_image
 from .inputs import InputError
 
 # The release keeps the first MAX_IMG_LEN - 1 = 36 boxes of a JSONL line (its example lines hold about 100).
@@ -182,8 +183,6 @@ def boxes_for(images: Sequence[str | Path], rows: Sequence[BoxedImage], source: 
 def load_images_with_boxes(paths: Sequence[str | Path], boxes: Sequence[Boxes | None], size: int,
                            max_boxes: int) -> tuple[Tensor, list[Tensor | None]]:
     """Image files as an [N, 3, size, size] batch, and their boxes (pixels of each file) scaled to that size."""
-    from .images import load_image
-
     if len(boxes) != len(paths):
         raise InputError(f"got boxes for {len(boxes)} images but {len(paths)} image files")
     pixels, scaled = [], []

@@ -16,12 +16,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .errors import CheckpointError  # noqa: F401 - re-exported: the names callers know
+from .pickle_scan import scan_torch_file
+
 WEIGHTS_NAME = "model.safetensors"
 TOWER_PREFIXES = ("imgencoder.", "textencoder.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message names file and keys."""
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
@@ -81,8 +80,6 @@ def load_safetensors(path: str | Path) -> dict[str, Tensor]:
 
 def load_torch_pickle(path: str | Path) -> object:
     """Load a .pth/.pt file with torch.load(weights_only=True) after the opcode scan: tensors only, no code runs."""
-    from .pickle_scan import scan_torch_file
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")

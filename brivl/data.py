@@ -15,15 +15,12 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+from .errors import DataError  # noqa: F401 - re-exported: the names callers know
 from .images import load_image
 from .inputs import InputError, unicode_problem
 
 log = logging.getLogger("brivl.data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-class DataError(ValueError):
-    """A manifest or folder that yields no usable pairs; the message says where and why."""
 
 
 class _Unusable(Exception):

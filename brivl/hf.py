@@ -6,17 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from .checkpoint import CheckpointError
+from .errors import ConfigError, RemoteCodeError
 
 # Files in which transformers looks for `auto_map`, the key that names Python code to import from the folder.
 _CONFIG_FILES = ("tokenizer_config.json", "config.json", "processor_config.json", "preprocessor_config.json")
 # Backbone config keys that would make transformers import a class from a path or a repository.
 _CODE_KEYS = ("auto_map", "_name_or_path", "name_or_path", "custom_pipelines")
-
-
-class RemoteCodeError(CheckpointError):
-    """A model or tokenizer folder that asks for its own Python code to be run; brivl never runs it."""
 
 
 def refuse_remote_code(path: str | Path | None) -> None:
@@ -53,30 +51,12 @@ def _first_class(auto_map: Any) -> str:
 
 def hf_tokenizer(path: str | Path):
     """A transformers tokenizer from local files, after refusing any folder that names its own code."""
-    from transformers import AutoTokenizer
-
     refuse_remote_code(path)
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
 
 
-def load_tokenizer(source: str, folder: str | Path | None = None):
-    """brivl.tokenizer.load_tokenizer behind the remote-code check of every path it may read."""
-    from .tokenizer import load_tokenizer as _load
-
-    # source may be a path (--tokenizer) or a name such as builtin:chars; only paths are checked.
-    refuse_remote_code(folder)
-    if source and ":" not in source.split("/")[0]:
-        refuse_remote_code(source)
-    return _load(source, folder)
-
-
 def text_backbone(fields: dict[str, Any], pooler: bool = True) -> nn.Module:
     """A randomly initialised transformers model from config fields: built-in classes only, no code imported."""
-    from transformers import AutoConfig, AutoModel
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-    from .config import ConfigError
-
     fields = dict(fields)
     model_type = fields.pop("model_type", None)
     if model_type not in CONFIG_MAPPING:

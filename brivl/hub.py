@@ -5,20 +5,23 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import WEIGHTS_NAME, CheckpointError
+from .assets import asset_folder
+from .backends.openclip import load_openclip
+from .checkpoint import WEIGHTS_NAME
 from .config import CONFIG_NAME, PRESETS
 from .config import preset as preset_config  # `preset` is also a parameter of load
+from .errors import CheckpointError, ModelNotFoundError
+from .hf import refuse_remote_code
+from .model.brivl import BriVL
+from .official import load_official
+from .tokenizer import load_tokenizer
 
 TINY_SEED = 0
-LITE_FOLDER = Path(__file__).parent / "assets" / "brivl-lite"  # heads + config; backbones come from packages
+LITE_FOLDER = asset_folder("brivl-lite")  # heads + config; backbones come from packages
 # Presets whose weights exist only as the official release: the user converts them once.
 _RELEASE_ONLY = {"brivl-1.0": "the BriVL 1.0 release checkpoint (BriVL-1.0-5500w.pth)",
                  "brivl-nmi": "the Nature Communications release checkpoint (BriVL w/ RoBERTa-base)",
                  "brivl-paper": "a checkpoint of the paper's B7/RoBERTa-large model (not publicly released)"}
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model name that is neither a usable preset nor a local folder or file."""
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer: str | Path | None = None,
@@ -27,16 +30,9 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
 
     preset names the release an official .pth comes from (brivl-1.0 or brivl-nmi; see brivl convert --preset).
     """
-    from .model.brivl import BriVL
-    from .official import load_official
-
-    from .hf import refuse_remote_code
-
     name = str(name_or_path)
     refuse_remote_code(tokenizer)  # official.py reads --tokenizer through transformers
     if name.startswith("openclip:"):  # a CLIP-style model for comparisons (local weights or random init)
-        from .backends.openclip import load_openclip
-
         return load_openclip(name, device=device)
     path = Path(name).expanduser()
     if name == "tiny":
@@ -72,7 +68,5 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
         raise ModelNotFoundError(f"no model {name!r}: not a preset ({', '.join(PRESETS)}) "
                                  f"nor an existing folder or file")
     if tokenizer is not None and model.tokenizer is None:
-        from .hf import load_tokenizer
-
         model.tokenizer = load_tokenizer(str(tokenizer), None)
     return model.to(device).eval()

@@ -6,9 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-
-class InputError(ValueError):
-    """An input the model cannot encode; the message says what is wrong and how to fix it."""
+from .errors import InputError  # noqa: F401 - re-exported: the names callers know
 
 
 def check_texts(texts: Sequence[str] | str) -> list[str]:

@@ -31,16 +31,3 @@ def inbatch_loss(z_img: Tensor, z_txt: Tensor, temperature: float) -> tuple[Tens
     logits = z_img @ z_txt.T / temperature
     target = torch.arange(len(z_img), device=z_img.device)
     return F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)
-
-
-
-def distill_loss(z_img: Tensor, z_labels: Tensor, teacher_logits: Tensor, temperature: float,
-                 teacher_temperature: float = 1.0) -> Tensor:
-    """KL(teacher || student) over label prompts: the student's logits are z_img . z_label / temperature.
-
-    z_img [B, d], z_labels [K, d] (one prompt per class), teacher_logits [B, K] for the same K classes.
-    Zero exactly when the image-label similarities reproduce the teacher's distribution.
-    """
-    target = F.softmax(teacher_logits.float() / teacher_temperature, dim=-1)
-    student = F.log_softmax((z_img @ z_labels.T).float() / temperature, dim=-1)
-    return F.kl_div(student, target, reduction="batchmean")

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .loss import distill_loss, inbatch_loss, moco_loss
+from .errors import QueueSizeError, UserInputError
+from .loss import inbatch_loss, moco_loss
 from .model.brivl import BriVL
 
 LOSSES = ("moco", "inbatch")
-
-
-class QueueSizeError(ValueError):
-    """The queue length is not a multiple of the global batch, so keys would wrap around mid-batch."""
 
 
 def check_queue_size(queue_size: int, global_batch: int) -> None:
@@ -54,7 +53,7 @@ class CrossModalMoCo(nn.Module):
                  momentum: float | None = None, temperature: float | None = None):
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+            raise UserInputError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         cfg = model.config
         self.loss_kind = loss
         self.queue_size = int(queue_size or cfg.queue_size)
@@ -107,12 +106,12 @@ class CrossModalMoCo(nn.Module):
 
     def forward(self, pixels: Tensor | None, input_ids: Tensor | None, attention_mask: Tensor,
                 box_means: Tensor | None = None, hidden: Tensor | None = None,
-                distill: dict[str, Tensor | float] | None = None) -> dict[str, Tensor]:
-        """One training step's loss: {'loss', 'loss_i2t', 'loss_t2i'[, 'loss_distill']} (under MoCo, after enqueueing).
+                extra: Sequence[tuple[Any, dict[str, Any]]] = ()) -> dict[str, Tensor]:
+        """One training step's loss: {'loss', 'loss_i2t', 'loss_t2i'[, 'loss_<term>'...]} (under MoCo, after enqueueing).
 
-        box_means / hidden (cached outputs of frozen backbones) stand in for pixels / input_ids. `distill`
-        ({label_hidden, label_mask, teacher_logits, weight, teacher_temperature}) adds weight x the KL between a
-        teacher classifier's distribution and the image-to-label-prompt similarities (not in the paper).
+        box_means / hidden (cached outputs of frozen backbones) stand in for pixels / input_ids. `extra` holds
+        (term, inputs) pairs of extra loss terms (brivl.train.LossTerm): each adds term.weight x
+        term.loss(self, z_img, z_txt, inputs) to the loss.
         """
         z_img = self.imgencoder(pixels, box_means=box_means)
         z_txt = self.textencoder(input_ids, attention_mask, hidden)
@@ -133,10 +132,8 @@ class CrossModalMoCo(nn.Module):
             l_i2t, l_t2i = moco_loss(z_img, z_txt, self.img_queue.clone(), self.text_queue.clone(), positions,
                                      self.temperature)
         out = {"loss": l_i2t + l_t2i, "loss_i2t": l_i2t.detach(), "loss_t2i": l_t2i.detach()}
-        if distill is not None:
-            z_labels = self.textencoder(None, distill["label_mask"], distill["label_hidden"])
-            l_kd = distill_loss(z_img, z_labels, distill["teacher_logits"], self.temperature,
-                                float(distill["teacher_temperature"]))
-            out["loss"] = out["loss"] + float(distill["weight"]) * l_kd
-            out["loss_distill"] = l_kd.detach()
+        for term, inputs in extra:
+            value = term.loss(self, z_img, z_txt, inputs)
+            out["loss"] = out["loss"] + float(term.weight) * value
+            out[f"loss_{term.name}"] = value.detach()
         return out

@@ -8,6 +8,8 @@ from torch import Tensor
 
 from .checkpoint import CheckpointError, count_layers, load_into, load_torch_pickle, official_state_dict
 from .config import BriVLConfig, preset
+from .model.brivl import BriVL
+from .tokenizer import load_tokenizer
 
 # The CNN width of the released checkpoint tells which preset's backbone it was trained with. Both releases
 # are B5 (2048): their weights look alike, so the Nature Communications one must be named (--preset brivl-nmi).
@@ -81,9 +83,6 @@ def load_official(path: str | Path, base: str | None = None, tokenizer: str | Pa
     max_len: the padded text length (default: the config's 80); the release attends to padding, so it must be
     the length the embeddings to match were made with (the Nature Communications example.py uses 32).
     """
-    from .model.brivl import BriVL
-    from .tokenizer import load_tokenizer
-
     state = official_state_dict(load_torch_pickle(path), str(path))
     cfg = config_from_official(state, base)
     if base is None and cfg.name == "brivl-1.0-converted":

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from .checkpoint import CheckpointError
+from .errors import CheckpointError
 
 _REBUILDS = {"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3",
              "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",

@@ -9,14 +9,10 @@ import time
 import warnings
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import OutputBusyError
 
 LOCK_NAME = ".brivl-train.lock"
 _held: dict[str, int] = {}  # lock path -> open descriptor, for the locks this process holds
-
-
-class OutputBusyError(ConfigError):
-    """Another training is writing to the same output folder."""
 
 
 def _owner(fd: int) -> dict:

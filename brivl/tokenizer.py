@@ -5,20 +5,15 @@ import string
 import warnings
 from pathlib import Path
 
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import BertTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from .checkpoint import CheckpointError
+from .errors import RemoteCodeError, TokenizerMismatchError, TokenizerMissingError
+from .hf import hf_tokenizer, refuse_remote_code
+from .lite.assemble import package_tokenizer
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _CHARS = string.ascii_lowercase + string.digits + string.punctuation
-
-
-class TokenizerMissingError(FileNotFoundError):
-    """No tokenizer files where a model needs them."""
-
-
-class TokenizerMismatchError(CheckpointError):
-    """A tokenizer that does not fit its model or its own vocab.txt; the message names both numbers."""
 
 
 # A tokenizer that reaches fewer than this share of the embedding rows is almost surely the wrong one.
@@ -36,8 +31,6 @@ def builtin_vocab_size() -> int:
 
 def builtin_char_tokenizer() -> PreTrainedTokenizerFast:
     """A lower-casing, BERT-style WordPiece tokenizer over single ASCII characters, built in memory."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
     vocab = {tok: i for i, tok in enumerate(_builtin_vocab())}
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
@@ -50,14 +43,19 @@ def builtin_char_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def load_tokenizer(source: str, folder: str | Path | None = None) -> PreTrainedTokenizerBase:
-    """Tokenizer for a model: built in, or read from local files only (never downloaded)."""
+    """Tokenizer for a model: built in, or read from local files only (never downloaded).
+
+    Every path it may read is first checked for a named custom code (`auto_map`): brivl never runs it.
+    """
+    # source may be a path (--tokenizer) or a name such as builtin:chars; only paths are checked.
+    refuse_remote_code(folder)
+    if source and ":" not in source.split("/")[0]:
+        refuse_remote_code(source)
     if source == "builtin:chars":
         return builtin_char_tokenizer()
     if folder is not None and Path(folder).is_dir() and (Path(folder) / "tokenizer.json").exists():
         return _load_local(Path(folder))
     if source.startswith("package:"):
-        from .lite.assemble import package_tokenizer
-
         return package_tokenizer(source)
     for candidate in [folder, source]:
         if candidate and Path(candidate).exists():
@@ -81,8 +79,6 @@ def _load_local(path: Path) -> PreTrainedTokenizerBase:
         if not vocab.exists():
             raise TokenizerMissingError(f"{path} holds no tokenizer.json, tokenizer_config.json or vocab.txt")
         return bert_from_vocab(vocab)
-    from .hf import RemoteCodeError, hf_tokenizer
-
     try:
         tok = hf_tokenizer(path)  # refuses a folder that names code (auto_map) before transformers reads it
     except RemoteCodeError:
@@ -116,8 +112,6 @@ def read_vocab(path: Path) -> dict[str, int]:
 
 def bert_from_vocab(path: Path) -> PreTrainedTokenizerBase:
     """A BERT WordPiece tokenizer (lower-casing, CJK characters split) over every line of a vocab.txt."""
-    from transformers import BertTokenizer
-
     vocab = read_vocab(path)
     missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in vocab]
     if missing:

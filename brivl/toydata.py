@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .errors import UserInputError
+
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
            "purple": (140, 60, 180), "orange": (245, 140, 30), "white": (245, 245, 245), "black": (20, 20, 20)}
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -38,7 +40,7 @@ def make_toy_pairs(folder: str | Path, n: int, size: int = 96, seed: int = 0, un
     colours, backdrops, positions = list(COLOURS), list(BACKDROPS), list(POSITIONS)
     combos = [(c, s, b, p) for c in colours for s in SHAPES for b in backdrops for p in positions]
     if unique and n > len(combos):
-        raise ValueError(f"only {len(combos)} distinct captions exist; asked for {n}")
+        raise UserInputError(f"only {len(combos)} distinct captions exist; asked for {n}")
     order = rng.permutation(len(combos))[:n] if unique else None
     rows = []
     for i in range(n):

@@ -10,20 +10,25 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 import yaml
+from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, atomic_write_bytes, load_into, load_safetensors, save_safetensors
 from .config import BriVLConfig, ConfigError, preset
 from .data import Augment, PairDataset, ResumableSampler, batches, read_pairs
+from .errors import NonFiniteLoss  # noqa: F401 - re-exported: the names callers know
 from .feature_cache import FeatureCacheDataset, cache_batches, is_feature_cache
+from .hub import load
+from .lite.assemble import with_package_backbones
 from .moco import CrossModalMoCo, check_queue_size
+from .model.brivl import BriVL
 from .nested_state import load_nested, rng_state, save_nested, set_rng_state
 from .run_lock import OutputBusyError, acquire, release
 from .train_kinds import check_train_kinds
@@ -41,14 +46,26 @@ class FreezeConfig:
     fix_bn: bool = False  # keep the CNN's batch-norm statistics and affine parameters fixed
 
 
-@dataclass
-class DistillConfig:
-    """Distillation from a teacher classifier stored in a feature cache (not in the paper; used by brivl-lite)."""
+class LossTerm(Protocol):
+    """An extra loss term that a caller adds to the contrastive loss (e.g. recipes.brivl_lite.distill.Distill).
 
-    weight: float = 0.0  # 0 = off; else the KD term's weight beside the MoCo loss
-    classes: int = 256  # label classes per step: each row's top-`top` teacher classes, then random ones
-    top: int = 3
-    teacher_temperature: float = 1.0
+    Training knows nothing of the terms: `Trainer(cfg, extra_losses=[...])` asks each one to check the run once,
+    to prepare its inputs for every batch, and to compute its value inside the model's forward pass. The total
+    loss gains weight x value, and the metrics a `loss_<name>` entry.
+    """
+
+    name: str
+    weight: float
+
+    def setup(self, trainer: Trainer) -> None:
+        """Check the run (its data, its model) before the first step; raise ConfigError if it cannot work."""
+
+    def batch_inputs(self, trainer: Trainer, batch: Any, dtype: torch.dtype) -> dict[str, Any]:
+        """This step's inputs, on the trainer's device (draw randomness from torch's RNG: checkpoints restore it)."""
+
+    def loss(self, moco: CrossModalMoCo, z_img: torch.Tensor, z_txt: torch.Tensor,
+             inputs: dict[str, Any]) -> torch.Tensor:
+        """The unweighted term, a scalar, from this batch's query embeddings and batch_inputs' result."""
 
 
 @dataclass
@@ -78,7 +95,6 @@ class TrainConfig:
     keep_checkpoints: int = 2
     data_threads: int = 2
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -97,13 +113,9 @@ class TrainConfig:
         bad = sorted(set(freeze) - {f.name for f in dataclasses.fields(FreezeConfig)})
         if bad:
             raise ConfigError(f"unknown freeze option(s): {', '.join(bad)}")
-        distill = data.pop("distill", None) or {}
-        bad = sorted(set(distill) - {f.name for f in dataclasses.fields(DistillConfig)})
-        if bad:
-            raise ConfigError(f"unknown distill option(s): {', '.join(bad)}")
         if "data" not in data:
             raise ConfigError("the training config needs `data:` (a manifest or a folder of image + text files)")
-        cfg = cls(**data, freeze=FreezeConfig(**freeze), distill=DistillConfig(**distill))
+        cfg = cls(**data, freeze=FreezeConfig(**freeze))
         check_train_kinds(cfg)
         if cfg.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
@@ -142,7 +154,7 @@ def _free_port() -> int:
 
 def init_processes() -> tuple[int, int, torch.device]:
     """Join (or, alone, create) the process group: gloo on CPU, NCCL on GPUs. Returns rank, world, device."""
-    import deepspeed
+    import deepspeed  # deferred: a heavy optional dependency
     from deepspeed.utils import logger as ds_logger
 
     ds_logger.setLevel(logging.WARNING)  # its INFO lines would drown the progress bar
@@ -163,9 +175,6 @@ def init_processes() -> tuple[int, int, torch.device]:
 # --- model ---------------------------------------------------------------------------------------
 def build_model(cfg: TrainConfig):
     """The model to train: a preset (random init, seeded) or a saved model, with config overrides."""
-    from .hub import load
-    from .model.brivl import BriVL
-
     torch.manual_seed(cfg.seed)
     if cfg.model == "tiny" and not cfg.model_overrides:
         return load("tiny")
@@ -182,8 +191,6 @@ def build_model(cfg: TrainConfig):
             mc[section] = values
     model = BriVL(BriVLConfig.from_dict(mc))
     if model.config.image.backbone_weights or model.config.text.backbone_weights:
-        from .lite.assemble import with_package_backbones
-
         with_package_backbones(model)  # pre-trained backbones from installed packages, new heads
     return model
 
@@ -220,7 +227,7 @@ def _bn_eval(module: torch.nn.Module) -> None:
 
 # --- checkpoints ---------------------------------------------------------------------------------
 def _gathered(engine, params):
-    import deepspeed
+    import deepspeed  # deferred: a heavy optional dependency
 
     if getattr(engine, "zero_optimization_stage", lambda: 0)() == 3:
         return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
@@ -350,28 +357,12 @@ def average_bn_statistics(module: torch.nn.Module) -> None:
         offset += b.numel()
 
 
-def sample_label_classes(teacher_logits: torch.Tensor, k: int, top: int) -> torch.Tensor:
-    """k distinct classes: every row's top-`top` teacher classes (most confident first), then random others."""
-    n_classes = teacher_logits.shape[1]
-    ranked = teacher_logits.topk(min(top, n_classes), dim=1).indices.T.reshape(-1).tolist()
-    chosen = list(dict.fromkeys(ranked))[:k]
-    if len(chosen) < k:
-        taken = torch.zeros(n_classes, dtype=torch.bool)
-        taken[chosen] = True
-        rest = torch.nonzero(~taken).squeeze(1)
-        chosen += rest[torch.randperm(len(rest))[:k - len(chosen)]].tolist()
-    return torch.tensor(chosen)
-
-
-class NonFiniteLoss(FloatingPointError):
-    """The loss became NaN or Inf; nothing was saved for that step."""
-
-
 class Trainer:
     """One pre-training run: process group, model, MoCo module, DeepSpeed engine, data and checkpoints."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, extra_losses: Sequence[LossTerm] = ()):
         self.cfg = cfg
+        self.extra_losses = list(extra_losses)  # terms added to the contrastive loss (LossTerm)
         self.rank, self.world, self.device = init_processes()
         self._lock_output()
         try:
@@ -382,7 +373,7 @@ class Trainer:
 
     def _setup(self, cfg: TrainConfig, resume: bool) -> None:
         """Model, MoCo module, DeepSpeed engine, data, sampler, and the checkpoint to resume from."""
-        import deepspeed
+        import deepspeed  # deferred: a heavy optional dependency
 
         self.global_batch = cfg.batch_size * self.world
         self.model = build_model(cfg)
@@ -403,10 +394,8 @@ class Trainer:
         else:
             self.dataset = PairDataset(read_pairs(cfg.data), self.model.image_size,
                                        Augment() if cfg.augment else None, seed=cfg.seed)
-        if cfg.distill.weight > 0 and not (isinstance(self.dataset, FeatureCacheDataset)
-                                           and self.dataset.teacher_logits is not None and self.dataset.label_shape):
-            raise ConfigError(f"distill.weight > 0 needs a feature cache built with teacher logits and label "
-                              f"prompts; {cfg.data} has none")
+        for term in self.extra_losses:
+            term.setup(self)
         self.sampler = ResumableSampler(len(self.dataset), self.global_batch, self.rank, self.world, seed=cfg.seed)
         self.out = Path(cfg.output)
         self.step = 0
@@ -480,25 +469,19 @@ class Trainer:
                       "attention_mask": batch["attention_mask"].to(self.device),
                       "box_means": batch["box_means"].to(self.device, dtype),
                       "hidden": batch["hidden"].to(self.device, dtype)}
-            if self.cfg.distill.weight > 0:
-                inputs["distill"] = self._distill_inputs(batch["teacher_logits"], dtype)
-            return inputs
+            return self._with_extra(inputs, batch, dtype)
         pixels, texts = batch
         tokens = self.model.tokenize(texts, warn=False)
         self.truncated += int(tokens.pop("truncated"))
-        return {"pixels": pixels.to(self.device, dtype), "input_ids": tokens["input_ids"].to(self.device),
-                "attention_mask": tokens["attention_mask"].to(self.device)}
+        inputs = {"pixels": pixels.to(self.device, dtype), "input_ids": tokens["input_ids"].to(self.device),
+                  "attention_mask": tokens["attention_mask"].to(self.device)}
+        return self._with_extra(inputs, batch, dtype)
 
-    def _distill_inputs(self, teacher_logits: torch.Tensor, dtype: torch.dtype) -> dict[str, Any]:
-        """This step's label classes (drawn from the RNG that checkpoints restore), their prompts and targets."""
-        dc = self.cfg.distill
-        n_classes, per_class = self.dataset.label_shape
-        classes = sample_label_classes(teacher_logits, min(dc.classes, n_classes), dc.top)
-        prompts = torch.randint(per_class, (len(classes),))
-        hidden, mask = self.dataset.labels(classes, prompts)
-        return {"label_hidden": hidden.to(self.device, dtype), "label_mask": mask.to(self.device),
-                "teacher_logits": teacher_logits[:, classes].to(self.device), "weight": dc.weight,
-                "teacher_temperature": dc.teacher_temperature}
+    def _with_extra(self, inputs: dict[str, Any], batch: Any, dtype: torch.dtype) -> dict[str, Any]:
+        """inputs plus each extra loss term with its inputs for this batch (none: inputs unchanged)."""
+        if self.extra_losses:
+            inputs["extra"] = [(term, term.batch_inputs(self, batch, dtype)) for term in self.extra_losses]
+        return inputs
 
     def train_step(self, batch) -> dict[str, Any]:
         """One optimisation step on one batch ((pixels, texts) or cached features); returns its metrics."""
@@ -523,15 +506,13 @@ class Trainer:
         if self.world > 1:
             average_bn_statistics(moco)
         self.step += 1
-        kd = result.get("loss_distill", torch.zeros(()))
-        logged = torch.stack([loss.detach().float(), result["loss_i2t"].float(), result["loss_t2i"].float(),
-                              kd.float().to(loss.device)])
+        names = ["loss", "loss_i2t", "loss_t2i"] + [f"loss_{term.name}" for term in self.extra_losses]
+        logged = torch.stack([result[k].detach().float().to(loss.device) for k in names])
         if self.world > 1:  # log the mean over processes, not rank 0's share
             dist.all_reduce(logged)
             logged /= self.world
-        return {"step": self.step, "loss": logged[0].item(), "loss_i2t": logged[1].item(),
-                "loss_t2i": logged[2].item(), "lr": lr,
-                **({"loss_distill": logged[3].item()} if "loss_distill" in result else {}),
+        return {"step": self.step, **{k: logged[i].item() for i, k in enumerate(names[:3])}, "lr": lr,
+                **{k: logged[i].item() for i, k in enumerate(names) if i >= 3},
                 "samples_per_s": self.global_batch / (time.perf_counter() - t0),
                 "queue_fill": int(moco.queue_fill) if cfg.loss == "moco" else None,
                 "skipped": dict(self.dataset.skipped), "truncated_texts": self.truncated}
@@ -539,8 +520,6 @@ class Trainer:
     def run(self, progress: bool | None = None, callback: Callable[[dict[str, Any]], None] | None = None
             ) -> dict[str, Any]:
         """Train to cfg.steps from wherever the run is; returns the last step's metrics."""
-        from tqdm.auto import tqdm
-
         cfg = self.cfg
         show = progress if progress is not None else sys.stderr.isatty()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (show and self.rank == 0),
@@ -569,6 +548,7 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None,
-          callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) pre-training; returns the last step's metrics."""
-    return Trainer(cfg, resume=resume).run(progress=progress, callback=callback)
+          callback: Callable[[dict[str, Any]], None] | None = None,
+          extra_losses: Sequence[LossTerm] = ()) -> dict[str, Any]:
+    """Run (or resume) pre-training, adding `extra_losses` (LossTerm) to the loss; returns the last step's metrics."""
+    return Trainer(cfg, resume=resume, extra_losses=extra_losses).run(progress=progress, callback=callback)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from .config import ConfigError
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -19,13 +19,15 @@ OPTIONAL_FLOATS = {"momentum": (0.0, False), "temperature": (0.0, True)}
 CHOICES = {"loss": ("moco", "inbatch")}
 
 
-def _int(field: str, value: Any, lo: int) -> int:
+def int_option(field: str, value: Any, lo: int) -> int:
+    """value if it is an integer >= lo, else a ConfigError naming the field."""
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ConfigError(f"{field} must be an integer >= {lo}, got {value!r}")
     return value
 
 
-def _float(field: str, value: Any, lo: float, open_lo: bool) -> float:
+def float_option(field: str, value: Any, lo: float, open_lo: bool) -> float:
+    """value as a finite float >= lo (> lo if open_lo); numeric strings count. Else a ConfigError."""
     # YAML reads 1e-4 (no dot) as a string: numeric strings are numbers here, anything else is refused.
     number = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -43,15 +45,15 @@ def _float(field: str, value: Any, lo: float, open_lo: bool) -> float:
 def check_train_kinds(cfg: TrainConfig) -> None:
     """Check (and normalise numeric strings of) every option's kind; raise ConfigError naming the first bad one."""
     for name, lo in INTS.items():
-        _int(name, getattr(cfg, name), lo)
+        int_option(name, getattr(cfg, name), lo)
     for name, lo in OPTIONAL_INTS.items():
         if getattr(cfg, name) is not None:
-            _int(name, getattr(cfg, name), lo)
+            int_option(name, getattr(cfg, name), lo)
     for name, (lo, open_lo) in FLOATS.items():
-        setattr(cfg, name, _float(name, getattr(cfg, name), lo, open_lo))
+        setattr(cfg, name, float_option(name, getattr(cfg, name), lo, open_lo))
     for name, (lo, open_lo) in OPTIONAL_FLOATS.items():
         if getattr(cfg, name) is not None:
-            setattr(cfg, name, _float(name, getattr(cfg, name), lo, open_lo))
+            setattr(cfg, name, float_option(name, getattr(cfg, name), lo, open_lo))
     for name in ("data", "output", "model"):
         if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
             raise ConfigError(f"{name} must be a non-empty string, got {getattr(cfg, name)!r}")
@@ -63,16 +65,12 @@ def check_train_kinds(cfg: TrainConfig) -> None:
     if not isinstance(cfg.model_overrides, dict):
         raise ConfigError(f"model_overrides must be a mapping (e.g. {{image: {{att_layers: 2}}}}), "
                           f"got {cfg.model_overrides!r}")
-    fr, dc = cfg.freeze, cfg.distill
+    fr = cfg.freeze
     blocks = fr.cnn_blocks
     if blocks is not None and not (isinstance(blocks, list)
                                    and all(isinstance(b, int) and not isinstance(b, bool) for b in blocks)):
         raise ConfigError(f"freeze.cnn_blocks must be a list of block numbers, got {fr.cnn_blocks!r}")
     if fr.text_layers is not None:
-        _int("freeze.text_layers", fr.text_layers, 0)
+        int_option("freeze.text_layers", fr.text_layers, 0)
     if not isinstance(fr.fix_bn, bool):
         raise ConfigError(f"freeze.fix_bn must be true or false, got {fr.fix_bn!r}")
-    dc.weight = _float("distill.weight", dc.weight, 0.0, False)
-    dc.teacher_temperature = _float("distill.teacher_temperature", dc.teacher_temperature, 0.0, True)
-    _int("distill.classes", dc.classes, 1)
-    _int("distill.top", dc.top, 1)

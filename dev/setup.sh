@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv once and install brivl with its pinned dependencies; a second run re-uses it (seconds).
+# Create .venv once and install brivl with every extra, pinned by constraints.txt; a second run re-uses it (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=python3.11
@@ -29,10 +29,10 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
   fi
 fi
 stamp=.venv/.brivl-installed
-want=$(cat pyproject.toml dev/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt dev/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "installing brivl and its pinned dependencies into .venv (a few minutes the first time)" >&2
+  echo "installing brivl with every extra at the versions of constraints.txt into .venv (a few minutes the first time)" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
   echo "$want" > "$stamp"
 fi

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from brivl.config import ConfigError
-from brivl.lite.classifier_space import (
+from recipes.brivl_lite.classifier_space import (
     class_targets,
     embed_dim_for,
     image_scale,

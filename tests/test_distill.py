@@ -1,4 +1,7 @@
-"""Distillation of a teacher classifier into image-to-label-prompt similarities, on top of MoCo."""
+"""Distillation of a teacher classifier into image-to-label-prompt similarities, on top of MoCo.
+
+The distillation is the brivl-lite recipe's extra loss term (recipes.brivl_lite.distill.Distill), which training
+takes from outside (brivl.train.LossTerm)."""
 import math
 
 import pytest
@@ -9,9 +12,9 @@ import brivl
 from brivl.config import ConfigError
 from brivl.data import Augment, PairDataset, read_pairs
 from brivl.feature_cache import FeatureCacheDataset, build_feature_cache
-from brivl.loss import distill_loss
 from brivl.toydata import make_toy_pairs
-from brivl.train import TrainConfig, sample_label_classes, train
+from brivl.train import TrainConfig, train
+from recipes.brivl_lite.distill import Distill, distill_loss, sample_label_classes
 
 FROZEN = {"cnn_blocks": [], "text_layers": 0, "fix_bn": True}
 LABELS = [["red", "a red thing"], ["green", "a green thing"], ["blue", "a blue thing"], ["grey", "a grey thing"]]
@@ -84,8 +87,8 @@ def test_distillation_pulls_the_student_towards_the_teacher(taught_cache, tmp_pa
     base = dict(data=str(folder), model="tiny", batch_size=8, queue_size=16, lr=2e-3, steps=30, save_every=30,
                 freeze=FROZEN, augment=False)
     rows = []
-    train(TrainConfig.from_dict({**base, "output": str(tmp_path / "kd"), "distill": {"weight": 1.0, "classes": 4}}),
-          progress=False, callback=rows.append)
+    train(TrainConfig.from_dict({**base, "output": str(tmp_path / "kd")}), progress=False, callback=rows.append,
+          extra_losses=[Distill.from_dict({"weight": 1.0, "classes": 4})])
     assert all("loss_distill" in r for r in rows)
     first = sum(r["loss_distill"] for r in rows[:5]) / 5
     last = sum(r["loss_distill"] for r in rows[-5:]) / 5
@@ -100,11 +103,13 @@ def test_distillation_needs_a_cache_with_a_teacher(tmp_path):
     manifest = make_toy_pairs(tmp_path / "toy", 16, size=64, seed=1)
     folder = build_feature_cache(brivl.load("tiny"), manifest, tmp_path / "cache", views=1, progress=False)
     cfg = TrainConfig.from_dict(dict(data=str(folder), model="tiny", batch_size=8, queue_size=16, steps=1,
-                                     output=str(tmp_path / "run"), freeze=FROZEN, distill={"weight": 1.0}))
+                                     output=str(tmp_path / "run"), freeze=FROZEN))
     with pytest.raises(ConfigError, match="teacher logits"):
-        train(cfg, progress=False)
+        train(cfg, progress=False, extra_losses=[Distill.from_dict({"weight": 1.0})])
     with pytest.raises(ConfigError, match="unknown distill option"):
-        TrainConfig.from_dict(dict(data="x", distill={"wieght": 1.0}))
+        Distill.from_dict({"wieght": 1.0})
+    with pytest.raises(ConfigError, match="unknown training option"):  # training itself knows no distillation
+        TrainConfig.from_dict(dict(data="x", distill={"weight": 1.0}))
 
 
 def test_crop_augmentation_is_seeded_and_keeps_the_size():

@@ -1,4 +1,4 @@
-"""`brivl figures --all`: every covered figure into its own folder plus an index page, on the tiny model with
+"""`brivl figures all`: every covered figure into its own folder plus an index page, on the tiny model with
 small settings (the default model and full settings are the command's defaults)."""
 import json
 
@@ -51,7 +51,7 @@ def test_regenerate_all_writes_every_figure_and_an_index(tiny, tmp_path, monkeyp
 
 
 def test_cli_all_runs_the_chosen_figures(capsys, tmp_path):
-    code = main(["figures", "--all", "--out", str(tmp_path), "--model", "tiny", "--steps", "2", "--size", "48",
+    code = main(["figures", "all", "--out", str(tmp_path), "--model", "tiny", "--steps", "2", "--size", "48",
                  "--only", "fig4c"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -61,8 +61,8 @@ def test_cli_all_runs_the_chosen_figures(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["figures", "--all"], "--all needs --out DIR"),
-    (["figures", "--all", "--out", "x", "--only", "fig9"], "--only takes"),
+    (["figures", "all"], "figures all needs --out DIR"),
+    (["figures", "all", "--out", "x", "--only", "fig9"], "--only takes"),
     (["figures"], "name a figure"),
 ])
 def test_cli_all_bad_arguments(capsys, argv, message):

@@ -62,7 +62,8 @@ def test_tokenizer_option_with_auto_map_is_refused(tmp_path, no_prompt):
     folder, marker = _evil_model_folder(tmp_path)
     with pytest.raises(RemoteCodeError):
         brivl.load("tiny", tokenizer=folder)
-    from brivl.hf import hf_tokenizer, load_tokenizer
+    from brivl.hf import hf_tokenizer
+    from brivl.tokenizer import load_tokenizer  # the remote-code check moved into it (no hf <-> tokenizer cycle)
 
     with pytest.raises(RemoteCodeError):
         load_tokenizer(str(folder))

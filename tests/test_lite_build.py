@@ -6,11 +6,11 @@ import torch
 
 import brivl
 from brivl.config import ConfigError
-from brivl.lite.build import LiteBuildConfig, build_default, chosen_classes
-from brivl.lite.classifier_space import class_targets
-from brivl.lite.recipe import heldout_sentence_pairs, sentence_pair
-from brivl.lite.text_corpus import build_corpus
-from brivl.lite.zh import ZH_CLASS_NAMES, ZH_CLASS_SYNONYMS
+from recipes.brivl_lite.build import LiteBuildConfig, build_default, chosen_classes
+from recipes.brivl_lite.classifier_space import class_targets
+from recipes.brivl_lite.recipe import heldout_sentence_pairs, sentence_pair
+from recipes.brivl_lite.text_corpus import build_corpus
+from recipes.brivl_lite.zh import ZH_CLASS_NAMES, ZH_CLASS_SYNONYMS
 
 
 def test_every_class_has_a_unique_chinese_name():
@@ -83,8 +83,8 @@ def test_tiny_build_trains_the_text_head_onto_the_class_targets_and_resumes(tmp_
 
 
 def test_text_head_training_resumes_exactly_after_a_crash(tmp_path, monkeypatch):
-    import brivl.lite.text_head as th
-    from brivl.lite.text_corpus import Text
+    import recipes.brivl_lite.text_head as th
+    from recipes.brivl_lite.text_corpus import Text
 
     model = brivl.load("tiny")
     corpus = [Text(f"text number {i}", (i % 5,)) for i in range(24)] + [Text("one and two", (1, 2))]

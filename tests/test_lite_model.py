@@ -106,7 +106,7 @@ class _TeacherAsStudent:
 
 
 def test_teacher_agreement_is_total_for_the_teacher_and_nil_for_random_heads(lite):
-    from brivl.lite.heldout import heldout_photos, teacher_agreement
+    from recipes.brivl_lite.heldout import heldout_photos, teacher_agreement
 
     photos = heldout_photos()
     assert {"skimage:chelsea", "skimage:coffee", "skimage:astronaut"} <= set(photos)

@@ -8,8 +8,8 @@ import torch
 from lite_names import ZH_TEST_NAMES
 
 import brivl
-from brivl.lite.evaluate import chinese_zero_shot, cross_lingual_retrieval, synthesized_eval_images
-from brivl.lite.heldout import teacher_agreement
+from recipes.brivl_lite.evaluate import chinese_zero_shot, cross_lingual_retrieval, synthesized_eval_images
+from recipes.brivl_lite.heldout import teacher_agreement
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import brivl
-from brivl.lite.recipe import BuildConfig, build_default, class_prompt_embeddings
-from brivl.lite.teacher_init import class_space_map
+from recipes.brivl_lite.recipe import BuildConfig, build_default, class_prompt_embeddings
+from recipes.brivl_lite.teacher_init import class_space_map
 
 pytestmark = pytest.mark.slow
 
@@ -52,13 +52,13 @@ def test_tiny_build_makes_a_loadable_model_and_a_report(tmp_path):
 
 def test_captions_avoid_the_heldout_sentence_pairs_and_use_chinese():
     from brivl.lite.efficientnet_lite import short_class_names
-    from brivl.lite.recipe import (
+    from recipes.brivl_lite.recipe import (
         _caption,
         heldout_sentence_pairs,
         label_prompts,
         sentence_pair,
     )
-    from brivl.lite.zh import ZH_CLASS_NAMES
+    from recipes.brivl_lite.zh import ZH_CLASS_NAMES
 
     names = short_class_names()
     pairs = heldout_sentence_pairs()

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from brivl.lite import synthesis as syn
+from recipes.brivl_lite import synthesis as syn
 from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, load_efficientnet_lite
 
 pytestmark = pytest.mark.slow

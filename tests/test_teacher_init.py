@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from brivl.config import ConfigError
 from brivl.hub import load
-from brivl.lite.teacher_init import class_space_map, init_image_head_from_classifier
+from recipes.brivl_lite.teacher_init import class_space_map, init_image_head_from_classifier
 
 
 def _setup(n_classes: int, seed: int = 0):

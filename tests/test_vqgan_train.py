@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from viz.vqgan import VQGANError, load_vqgan
-from viz.vqgan_train import EMACodebook, VQGANBuildConfig, build_vqgan
+from recipes.vqgan_lite.build import EMACodebook, VQGANBuildConfig, build_vqgan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,7 +66,7 @@ def test_missing_lite_vqgan_says_how_to_build_it(monkeypatch, tmp_path):
 
 
 def test_chroma_is_zero_on_grey_and_signed_on_colour():
-    from viz.vqgan_train import chroma
+    from recipes.vqgan_lite.build import chroma
 
     assert torch.allclose(chroma(torch.full((1, 3, 2, 2), 0.3)), torch.zeros(1, 2, 2, 2), atol=1e-6)
     red = torch.zeros(1, 3, 1, 1)
@@ -85,7 +85,7 @@ def _write_images(folder, names):
 
 def test_image_kinds_pick_the_recipe_images_by_prefix(tmp_path):
     from brivl.config import ConfigError
-    from viz.vqgan_train import training_images
+    from recipes.vqgan_lite.build import training_images
 
     _write_images(tmp_path, ["synth-0.png", "mosaic-0.png", "mosaic-1.png", "proc-000000.png"])
     every = training_images(VQGANBuildConfig(images=str(tmp_path)), progress=False)

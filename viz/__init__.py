@@ -1,6 +1,7 @@
 """viz: model-agnostic interpretability for TwoTower models (network and neuron visualisation, objectives).
 
-Talks to a model only through the `brivl.TwoTower` protocol; `brivl` never imports `viz`.
+The floor above the core: may import brivl (its public modules), never recipes or app. Talks to a model only
+through the `brivl.TwoTower` protocol and its sub-protocols (brivl.twotower); `brivl` never imports `viz`.
 """
 from . import attribution, figures, objectives, param, transforms, vqgan
 from .network import imagine, neuron

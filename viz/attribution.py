@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brivl.twotower import TwoTower
+from brivl.errors import NotSupportedError, UserInputError
+from brivl.twotower import HasPatches, TwoTower
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,14 +33,14 @@ def _targets(model: TwoTower, target: Target, n: int) -> Tensor:
         with torch.no_grad():
             vecs = model.encode_text(texts)
     if vecs.shape[0] not in (1, n):
-        raise ValueError(f"{vecs.shape[0]} targets for {n} images; give 1 or {n}")
+        raise UserInputError(f"{vecs.shape[0]} targets for {n} images; give 1 or {n}")
     return F.normalize(vecs, dim=-1)
 
 
 def patch_similarity(model: TwoTower, pixels: Tensor, target: Target) -> Tensor:
     """Cosine of each patch embedding to the target [n, P] (P = 37 for BriVL: 36 grid cells, then the whole image)."""
-    if not hasattr(model, "patch_embeddings"):
-        raise TypeError(f"{type(model).__name__} has no patch_embeddings(); use saliency() instead")
+    if not isinstance(model, HasPatches):
+        raise NotSupportedError(f"{type(model).__name__} has no patch_embeddings(); use saliency() instead")
     with torch.no_grad():
         patches = F.normalize(model.patch_embeddings(pixels), dim=-1)  # [n, P, d]
         t = _targets(model, target, pixels.shape[0]).to(patches)
@@ -48,12 +49,12 @@ def patch_similarity(model: TwoTower, pixels: Tensor, target: Target) -> Tensor:
 
 def patch_boxes(model: TwoTower, count: int) -> Tensor:
     """The patches' boxes [P, 4] as (x0, y0, x1, y1) fractions of the image side."""
-    if hasattr(model, "patch_boxes"):
+    if isinstance(model, HasPatches):
         return model.patch_boxes().float().cpu()
     # Without the model's own boxes, assume BriVL's MSPP layout: a g x g grid (outer loop over x), then the image.
     g = math.isqrt(count - 1)
     if g * g != count - 1:
-        raise ValueError(f"cannot lay out {count} patches without the model's patch_boxes()")
+        raise UserInputError(f"cannot lay out {count} patches without the model's patch_boxes()")
     cells = [[i / g, j / g, (i + 1) / g, (j + 1) / g] for i in range(g) for j in range(g)]
     return torch.tensor(cells + [[0.0, 0.0, 1.0, 1.0]])
 
@@ -122,7 +123,7 @@ def plot(image: Tensor, heat: Tensor, ax: Axes | None = None, title: str | None 
     """Draw the heatmap overlay on ax (a new figure's axes if None) and return the axes."""
     if ax is None:
         # A bare Figure, not pyplot: no global state and no GUI backend needed on a headless machine.
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
         ax = Figure(figsize=(4, 4)).add_subplot()
     ax.imshow(overlay(image, heat, alpha, cmap, clip).permute(1, 2, 0).numpy())

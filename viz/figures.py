@@ -18,13 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 
+from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
 from . import objectives as O
+from . import fonts
 from .param import ParamKind
 from .render import Render, _device, render
+from .vqgan_imagine import vqgan_imagine
 
 # Fig. 2a: "visualizations ... w.r.t. different high-level concepts".
 FIG2_CONCEPTS = ("nature", "time", "science", "dream")
@@ -52,7 +56,7 @@ FIG2_PANELS = {
 }
 
 
-class ChannelError(ValueError):
+class ChannelError(UserInputError):
     """A layer the model does not expose, or a channel number beyond that layer's channel count."""
 
 
@@ -101,8 +105,6 @@ def to_uint8(image: Tensor):
 
 def save_png(image: Tensor, path: str | Path) -> Path:
     """Write one image [3,H,W] in [0, 1] as a PNG at its own size (atomically)."""
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -128,9 +130,7 @@ def _wrap(text: str, width: int) -> str:
 def _text_font(texts: Sequence[str]) -> Callable[[float], dict]:
     """Text keyword arguments at a size: a CJK font when any text holds Chinese (DejaVu draws it as boxes)."""
     if any(ord(ch) > 0x2E7F for t in texts for ch in t):
-        from .fonts import find_cjk_font
-
-        cjk = find_cjk_font()
+        cjk = fonts.find_cjk_font()
         if cjk is not None:
             return lambda size: {"fontproperties": cjk.properties(size)}
     return lambda size: {"fontsize": size}
@@ -140,11 +140,11 @@ def save_grid(images: Tensor | Sequence[Tensor], path: str | Path, *, titles: Se
               captions: Sequence[str] | None = None, ncols: int | None = None, title: str | None = None,
               cell: float = 2.0, dpi: int = 150, wrap: int = 24) -> Path:
     """A grid of images [n,3,H,W] with a title above and a caption below each cell, written as a PNG."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
     n = len(images)
     if n == 0:
-        raise ValueError("save_grid needs at least one image")
+        raise UserInputError("save_grid needs at least one image")
     ncols = ncols or min(n, 6)
     nrows = math.ceil(n / ncols)
     def lines(texts: Sequence[str] | None) -> int:
@@ -199,7 +199,7 @@ def _model_name(model: TwoTower) -> str:
 def _draw_fig2(panels: dict[str, Panel], channels: Sequence[int], texts: Sequence[str], layer: str, path: Path,
                title: str) -> Path:
     """Panels a-c as rows of four, panel d as a (text x channel) block under them; titled cells, one PNG."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
     ncols = max(4, len(channels))
     wrap = 30
@@ -238,6 +238,21 @@ def _draw_fig2(panels: dict[str, Panel], channels: Sequence[int], texts: Sequenc
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=150)
     return path
+
+
+def _save_cells(panels: dict[str, Panel], out: Path) -> dict[str, list[str]]:
+    """Each panel's images as out/cells/<panel><i>-<label>.png; returns the file names per panel."""
+    cells: dict[str, list[str]] = {}
+    for key, panel in panels.items():
+        cells[key] = []
+        for i, (label, image) in enumerate(zip(panel.labels, panel.images)):
+            slug = "".join(ch if ch.isalnum() else "-" for ch in label.lower()).strip("-")
+            while "--" in slug:
+                slug = slug.replace("--", "-")
+            name = f"cells/{key}{i}-{slug[:48]}.png"
+            save_png(image, out / name)
+            cells[key].append(name)
+    return cells
 
 
 def fig2(
@@ -292,36 +307,15 @@ def fig2(
     panels["d"] = Panel("d", [f"{layer.upper()}-{c} + {t}" for c, t in rows], result.images, seconds,
                         result.history[-1].tolist())
 
-    cells: dict[str, list[str]] = {}
-    for key, panel in panels.items():
-        cells[key] = []
-        for i, (label, image) in enumerate(zip(panel.labels, panel.images)):
-            slug = "".join(ch if ch.isalnum() else "-" for ch in label.lower()).strip("-")
-            while "--" in slug:
-                slug = slug.replace("--", "-")
-            name = f"cells/{key}{i}-{slug[:48]}.png"
-            save_png(image, out / name)
-            cells[key].append(name)
-
+    cells = _save_cells(panels, out)
     name = model_name or _model_name(model)
     side = int(panels["a"].images.shape[-1])
     title = f"Fig. 2 regenerated \u2014 {name}, {steps} steps, {side} px, seed {seed}, {param}"
     _draw_fig2(panels, channels, texts, layer, out / "fig2.png", title)
     info = {
-        "figure": "fig2",
-        "model": name,
-        "steps": steps,
-        "size": side,
-        "seed": seed,
-        "param": param,
-        "decorrelate": decorrelate,
-        "lr": lr,
-        "transforms": "standard",
-        "prompts": prompts,
-        "layer": layer,
-        "layer_channels": n_channels,
-        "channels": channels,
-        "text_weight": text_weight,
+        "figure": "fig2", "model": name, "steps": steps, "size": side, "seed": seed, "param": param,
+        "decorrelate": decorrelate, "lr": lr, "transforms": "standard", "prompts": prompts, "layer": layer,
+        "layer_channels": n_channels, "channels": channels, "text_weight": text_weight,
         "batches": {key: len(p.labels) for key, p in panels.items()},
         "panel_d_rows": [{"channel": c, "text": t} for c, t in rows],
         "final_objective": {key: p.final for key, p in panels.items()},
@@ -358,7 +352,7 @@ FIG3_PANELS = {"a": "VQGAN inversion with {compare}", "b": "VQGAN inversion with
 
 def _draw_rows(rows: Sequence[tuple[str, Sequence[str], Tensor]], path: Path, title: str) -> Path:
     """One row of quoted-title cells per panel, the panel's name as the row label on the left; one PNG."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
     ncols = max(len(labels) for _, labels, _ in rows)
     fig = Figure(figsize=(2.3 * ncols + 0.6, 2.75 * len(rows) + 0.5), dpi=150, layout="constrained")
@@ -410,12 +404,10 @@ def fig3(
     Panel a uses `compare` (a CLIP-style model; skipped when None), b-d use `model`; every image is generated
     independently from the same seed, as in the paper. `callback(panel, index, step, images)` follows progress.
     """
-    from .vqgan_imagine import vqgan_imagine
-
     texts = fig3_prompts()
     for key, values in (prompts or {}).items():
         if key not in texts:
-            raise ValueError(f"unknown Fig. 3 panel {key!r}; panels are a, b, c, d")
+            raise UserInputError(f"unknown Fig. 3 panel {key!r}; panels are a, b, c, d")
         texts[key] = list(values)
     if prompts and "b" in prompts and "a" not in prompts:
         texts["a"] = list(prompts["b"])

@@ -1,4 +1,4 @@
-"""Every paper figure the toolkit covers, regenerated in one go (`brivl figures --all --out DIR`), with an index page.
+"""Every paper figure the toolkit covers, regenerated in one go (`brivl figures all --out DIR`), with an index page.
 
 - fig2   Fig. 2a-d: network visualisation (concepts, sentences, "mountains with ..."), neurons LLP-108/456/678
 - fig3   Fig. 3: text to image by VQGAN inversion (`viz.figures.fig3`: scenes, a story, "blazing sea", ...) with the
@@ -25,9 +25,20 @@ from pathlib import Path
 
 import torch
 
+import brivl
+from brivl.errors import UserInputError
+from brivl.eval import markdown_retrieval, read_retrieval_set, retrieval
+from brivl.eval.backbone import TextBackboneModel
+from brivl.toydata import make_toy_pairs
 from brivl.twotower import TwoTower
 
 from . import figures as F
+from . import phrase_map as M
+from . import phrases as P
+from . import fonts
+from .network import imagine
+from .vqgan import load_vqgan
+from .vqgan_imagine import vqgan_imagine
 
 ALL = ("fig2", "fig3", "fig4c", "fig5c", "s2a")
 FIG3_PROMPTS = ("blazing sea", "glowing forest", "cyberpunk-styled city", "castle in the clouds")  # Fig. 3d
@@ -43,11 +54,9 @@ TITLES = {
 
 def _grid(images, path: Path, titles: Sequence[str], title: str, cell: float = 2.8) -> Path:
     """One row of images with titles, drawn with a CJK font when one is installed (prompts may be Chinese)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
-    from .fonts import default_font, find_cjk_font
-
-    font = find_cjk_font() or default_font()
+    font = fonts.find_cjk_font() or fonts.default_font()
     fig = Figure(figsize=(cell * len(images), cell + 0.7), dpi=150, layout="constrained")
     for ax, image, text in zip(fig.subplots(1, len(images), squeeze=False)[0], images, titles):
         ax.imshow(F.to_uint8(image))
@@ -62,8 +71,6 @@ def _grid(images, path: Path, titles: Sequence[str], title: str, cell: float = 2
 def fig4c(model: TwoTower, out: str | Path, *, steps: int = 256, size: int | None = None, seed: int = 0,
           param: str = "fft", lr: float = 0.05, model_name: str | None = None) -> dict:
     """Fig. 4c: the visualisation of "baseball field viewed from above" (English and Chinese) as one grid."""
-    from .network import imagine
-
     out = Path(out)
     t0 = time.perf_counter()
     result = imagine(model, list(FIG4C_PROMPTS), steps=steps, size=size, seed=seed, param=param, lr=lr,
@@ -86,9 +93,6 @@ def fig3(model: TwoTower, out: str | Path, *, vqgan="lite", steps: int = 256, si
          model_name: str | None = None, prompts: Sequence[str] = FIG3_PROMPTS) -> dict:
     """Fig. 3 by VQGAN inversion through `vqgan` (default: the embedded one): `viz.figures.fig3` (panels b-d; panel a
     needs a CLIP-style model) where it exists, else panel d alone with viz.vqgan_imagine."""
-    from .vqgan import load_vqgan
-    from .vqgan_imagine import vqgan_imagine
-
     out = Path(out)
     vq = load_vqgan(vqgan) if isinstance(vqgan, (str, Path)) else vqgan
     if hasattr(F, "fig3"):
@@ -115,11 +119,6 @@ def fig3(model: TwoTower, out: str | Path, *, vqgan="lite", steps: int = 256, si
 def fig5c(model: TwoTower, out: str | Path, *, phrase_limit: int | None = None, seed: int = 0, layout: str = "umap",
           model_name: str | None = None, index_root: str | Path | None = None) -> dict:
     """Fig. 5c: the model's text backbone alone beside the model, over jieba's phrases (indexes cached)."""
-    from brivl.eval.backbone import TextBackboneModel
-
-    from . import phrase_map as M
-    from . import phrases as P
-
     name = model_name or F._model_name(model)
     columns: list[tuple[str, TwoTower]] = []
     try:
@@ -138,10 +137,6 @@ def fig5c(model: TwoTower, out: str | Path, *, phrase_limit: int | None = None, 
 
 def s2a(model: TwoTower, out: str | Path, *, model_name: str | None = None, pairs: int = 200, seed: int = 2) -> dict:
     """A Fig. S2a-shaped retrieval table: the model and a random tiny model on procedural captioned images."""
-    import brivl
-    from brivl.eval import markdown_retrieval, read_retrieval_set, retrieval
-    from brivl.toydata import make_toy_pairs
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -182,7 +177,7 @@ def regenerate_all(model: TwoTower, out: str | Path, *, model_name: str | None =
     names = list(only or ALL)
     unknown = [n for n in names if n not in ALL]
     if unknown:
-        raise ValueError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+        raise UserInputError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     name = model_name or F._model_name(model)
     jobs = {
         "fig2": lambda d: F.fig2(model, d, steps=steps, size=size, seed=seed, model_name=name, progress=False,
@@ -286,29 +281,3 @@ def _markdown(summary: dict, entries: list[dict]) -> str:
             out += [info["markdown"], ""]
         out += [f"Settings: `{json.dumps(_settings(info), ensure_ascii=False)}` ({e['seconds']:.1f} s)", ""]
     return "\n".join(out)
-
-
-def run_cli(args) -> int:
-    """`brivl figures --all`: load the model, regenerate, print where the index is; exit 2 on bad input."""
-    from brivl.hub import load
-    from brivl.inputs import InputError
-
-    if not args.all_out:
-        raise InputError("--all needs --out DIR (the folder for the figures and index.html)")
-    if args.all_steps < 1:
-        raise InputError(f"--steps must be at least 1, got {args.all_steps}")
-    if args.all_size is not None and not 16 <= args.all_size <= 4096:
-        raise InputError(f"--size must be between 16 and 4096 pixels, got {args.all_size}")
-    if args.all_phrase_limit is not None and args.all_phrase_limit < 30:
-        raise InputError(f"--phrase-limit must be at least 30 (Fig. 5c shows 30 phrases), got {args.all_phrase_limit}")
-    only = args.all_only
-    if only and any(o not in ALL for o in only):
-        raise InputError(f"--only takes {', '.join(ALL)}; got {' '.join(only)}")
-    model = load(args.all_model, device=args.all_device)
-    summary = regenerate_all(model, args.all_out, model_name=args.all_model, steps=args.all_steps,
-                             size=args.all_size, seed=args.all_seed, phrase_limit=args.all_phrase_limit, only=only)
-    failed = [f["figure"] for f in summary["figures"] if not f["ok"]]
-    print(f"wrote {Path(args.all_out) / 'index.html'} ({len(summary['figures']) - len(failed)} of "
-          f"{len(summary['figures'])} figures, {summary['time_s']:.0f} s)"
-          + (f"; not regenerated: {', '.join(failed)} (see index.html)" if failed else ""))
-    return 1 if failed else 0

@@ -54,7 +54,7 @@ class Font:
 
     def properties(self, size: float | None = None):
         """matplotlib FontProperties drawing with this file."""
-        from matplotlib.font_manager import FontProperties
+        from matplotlib.font_manager import FontProperties  # deferred: matplotlib loads only to draw
 
         return FontProperties(fname=self.path, size=size)
 
@@ -62,7 +62,7 @@ class Font:
 @lru_cache(maxsize=64)
 def charmap(path: str) -> frozenset[int]:
     """The code points a font file maps to glyphs (first face of a collection)."""
-    from matplotlib.ft2font import FT2Font
+    from matplotlib.ft2font import FT2Font  # deferred: matplotlib loads only to draw
 
     try:
         return frozenset(FT2Font(path).get_charmap())
@@ -77,7 +77,7 @@ def covers(font: Font | str, text: str) -> bool:
 
 
 def _name(path: str) -> str:
-    from matplotlib.ft2font import FT2Font
+    from matplotlib.ft2font import FT2Font  # deferred: matplotlib loads only to draw
 
     try:
         return FT2Font(path).family_name
@@ -90,7 +90,7 @@ def _candidates() -> list[str]:
     if os.environ.get(ENV_VAR):
         paths.append(os.environ[ENV_VAR])
     paths += [p for p in KNOWN_PATHS if Path(p).is_file()]
-    from matplotlib import font_manager
+    from matplotlib import font_manager  # deferred: matplotlib loads only to draw
 
     for entry in font_manager.fontManager.ttflist:
         if any(h in entry.name.lower() or h in Path(entry.fname).name.lower() for h in NAME_HINTS):
@@ -126,7 +126,7 @@ def find_cjk_font() -> Font | None:
 
 def default_font() -> Font:
     """matplotlib's default sans-serif font file (DejaVu Sans)."""
-    from matplotlib import font_manager
+    from matplotlib import font_manager  # deferred: matplotlib loads only to draw
 
     path = font_manager.findfont(font_manager.FontProperties(family=["sans-serif"]))
     return Font(_name(path), path)

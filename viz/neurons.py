@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from brivl.data import IMAGE_SUFFIXES
+from brivl.errors import UnknownNameError, UserInputError
 from brivl.images import load_images
 from brivl.twotower import TwoTower
 
@@ -28,11 +29,11 @@ def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
     """Image files under folder (any depth, sorted); ValueError if the folder is missing or holds none."""
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise ValueError(f"{root}: no such folder")
+        raise UserInputError(f"{root}: no such folder")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not files:
-        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        raise UserInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return files[:limit] if limit else files
 
 
@@ -41,7 +42,7 @@ def channel_activations(model: TwoTower, layer: str, pixels: Tensor) -> Tensor:
     """Mean activation of every channel of `layer` for each image [n, C] (pixels [n,3,H,W] in [0, 1])."""
     layers = model.feature_layers()
     if layer not in layers:
-        raise KeyError(f"layer {layer!r} is not one of the model's feature layers ({', '.join(layers)})")
+        raise UnknownNameError(f"layer {layer!r} is not one of the model's feature layers ({', '.join(layers)})")
     out: list[Tensor] = []
 
     def keep(module, inputs, output) -> None:
@@ -82,13 +83,13 @@ def top_activating(model: TwoTower, layer: str, channel: int, images: str | Path
     """
     paths = image_files(images, limit) if isinstance(images, (str, Path)) else [Path(p) for p in images]
     if not paths:
-        raise ValueError("no images given")
+        raise UserInputError("no images given")
     scores = []
     for start in range(0, len(paths), batch_size):
         pixels = load_images(paths[start:start + batch_size], model.image_size)
         acts = channel_activations(model, layer, pixels)
         if not 0 <= channel < acts.shape[1]:
-            raise ValueError(f"channel {channel} out of range: layer {layer!r} has {acts.shape[1]} channels "
+            raise UserInputError(f"channel {channel} out of range: layer {layer!r} has {acts.shape[1]} channels "
                              f"(0-{acts.shape[1] - 1})")
         scores.append(acts[:, channel])
     all_scores = torch.cat(scores)

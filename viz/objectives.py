@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from brivl.errors import UnknownNameError, UserInputError
 from brivl.twotower import TwoTower
 
 
@@ -46,7 +47,7 @@ def capture_layers(model: TwoTower, layers: Sequence[str]) -> Iterator[_Capture]
         available = model.feature_layers()
         missing = [name for name in layers if name not in available]
         if missing:
-            raise KeyError(f"layer(s) {missing} not in the model's feature_layers(); available: {sorted(available)}")
+            raise UnknownNameError(f"layer(s) {missing} not in the model's feature_layers(); available: {sorted(available)}")
         cap.handles = [available[name].register_forward_hook(cap.hook(name)) for name in layers]
     try:
         yield cap
@@ -67,7 +68,7 @@ class Context:
         self.images = images
         self.views = images if views is None else views
         if self.views.shape[0] % images.shape[0]:
-            raise ValueError(f"{self.views.shape[0]} views for {images.shape[0]} images: give a whole number per image")
+            raise UserInputError(f"{self.views.shape[0]} views for {images.shape[0]} images: give a whole number per image")
         self.copies = self.views.shape[0] // images.shape[0]
         self.capture = capture if capture is not None else _Capture()
         self._embeddings: Tensor | None = None
@@ -91,14 +92,14 @@ class Context:
         """The output of a hooked layer for the views (runs the forward pass if it has not run yet)."""
         self.image_embeddings()
         if layer not in self.capture.outputs:
-            raise KeyError(f"layer {layer!r} was not hooked or did not run in encode_image")
+            raise UnknownNameError(f"layer {layer!r} was not hooked or did not run in encode_image")
         return self.capture.outputs[layer]
 
 
 def _merge_rows(a: int | None, b: int | None) -> int | None:
     """The batch size two objectives need together (None: any)."""
     if a is not None and b is not None and a != b:
-        raise ValueError(f"objectives disagree on the batch size: one has {a} rows, the other {b}")
+        raise UserInputError(f"objectives disagree on the batch size: one has {a} rows, the other {b}")
     return a if a is not None else b
 
 
@@ -126,7 +127,7 @@ class Objective:
         if ctx.copies > 1 and value.shape == (ctx.n * ctx.copies,):
             value = value.view(ctx.copies, ctx.n).mean(dim=0)
         if value.shape != (ctx.n,):
-            raise ValueError(f"objective {self.name} returned shape {tuple(value.shape)}, expected ({ctx.n},)")
+            raise UserInputError(f"objective {self.name} returned shape {tuple(value.shape)}, expected ({ctx.n},)")
         return value
 
     def __repr__(self) -> str:
@@ -193,7 +194,7 @@ def _per_row(targets: Tensor, ctx: Context, what: str) -> Tensor:
     """Targets [1 or n, ...] for the step's views: one for all, or one per image repeated over its copies."""
     k, n = targets.shape[0], ctx.n
     if k not in (1, n):
-        raise ValueError(f"{what} has {k} targets for a batch of {n} images; give 1 or {n}")
+        raise UserInputError(f"{what} has {k} targets for a batch of {n} images; give 1 or {n}")
     if k == 1 or ctx.copies == 1:
         return targets
     return targets.repeat(ctx.copies, *([1] * (targets.dim() - 1)))  # copy-major views: row j * n + i is image i
@@ -225,7 +226,7 @@ def text_match(texts: str | Sequence[str]) -> Objective:
     """Cosine between each image's embedding and a text's embedding (one text for all, or one per row)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
-        raise ValueError("text_match needs at least one text")
+        raise UserInputError("text_match needs at least one text")
     targets = _PerModel(lambda model: model.encode_text(texts))
     name = f"text_match({texts[0]!r})" if len(texts) == 1 else f"text_match({texts!r})"
     return Objective(lambda ctx: _rowwise_cosine(ctx, targets(ctx.model), "text_match"),
@@ -235,7 +236,7 @@ def text_match(texts: str | Sequence[str]) -> Objective:
 def image_match(target: Tensor) -> Objective:
     """Cosine to target images [k,3,H,W] in [0,1] or target embeddings [k, d] (k = 1 or one per row)."""
     if target.dim() not in (2, 4):
-        raise ValueError(f"image_match takes images [k,3,H,W] or embeddings [k,d], got shape {tuple(target.shape)}")
+        raise UserInputError(f"image_match takes images [k,3,H,W] or embeddings [k,d], got shape {tuple(target.shape)}")
     if target.dim() == 2:
         fixed = target.detach()
         targets = _PerModel(lambda model: fixed)
@@ -273,7 +274,7 @@ def neuron(layer: str, c: int, x: int | None = None, y: int | None = None) -> Ob
     def fn(ctx: Context) -> Tensor:
         act = ctx.activation(layer)
         if act.dim() != 4:
-            raise ValueError(f"neuron needs a [n, C, H, W] feature map; layer {layer!r} gives shape {tuple(act.shape)}")
+            raise UserInputError(f"neuron needs a [n, C, H, W] feature map; layer {layer!r} gives shape {tuple(act.shape)}")
         _channel_axis(act, layer, c)
         h, w = act.shape[-2:]
         return act[:, c, h // 2 if y is None else y, w // 2 if x is None else x]
@@ -330,11 +331,46 @@ def diversity(layer: str | None = None) -> Objective:
     return Objective(fn, f"diversity({layer or 'embedding'})", layers=[layer] if layer else [])
 
 
+def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Squared great-circle distance between unit vectors (VQGAN+CLIP's loss): 2 * arcsin(|a - b| / 2)^2."""
+    return (a - b).norm(dim=-1).div(2).clamp(max=1).arcsin().pow(2).mul(2)
+
+
+def spherical_match(targets: Tensor, weights: Tensor, record: list[Tensor] | None = None) -> Objective:
+    """Minus the weighted spherical distance of each view's embedding to target embeddings [P, d] (weights [P];
+    a negative weight rewards distance): VQGAN inversion's objective, averaged over an image's views.
+
+    `record`, when given, gets each step's weighted cosine per image [n] (positive weights, normalised).
+    """
+    positive = weights.clamp(min=0) / weights.clamp(min=0).sum()
+
+    def fn(ctx: Context) -> Tensor:
+        emb = ctx.image_embeddings()  # [views, d], view j * n + i of image i
+        if record is not None:
+            with torch.no_grad():
+                cos = (emb @ targets.T).view(ctx.copies, ctx.n, -1).mean(0)
+                record.append((cos * positive).sum(-1).cpu())
+        return -(spherical_distance(emb[:, None, :], targets[None]) * weights).sum(-1)
+    return Objective(fn, f"spherical_match({len(targets)} targets)")
+
+
 # --- image priors (subtract them) -----------------------------------------------------------------------------
 
 def l2(centre: float = 0.5) -> Objective:
     """Mean squared distance of each image's pixels from a grey level: a penalty to subtract."""
     return Objective(lambda ctx: (ctx.images - centre).square().flatten(1).mean(dim=1), f"l2({centre:g})")
+
+
+def squared_total_variation(x: Tensor) -> Tensor:
+    """Mean squared difference between neighbouring pixels (horizontal, vertical, both diagonals) of a batch.
+
+    DeepInversion's smoothness prior (recipes.brivl_lite.synthesis); a scalar over the whole batch.
+    """
+    d1 = x[..., :, :-1] - x[..., :, 1:]
+    d2 = x[..., :-1, :] - x[..., 1:, :]
+    d3 = x[..., 1:, :-1] - x[..., :-1, 1:]
+    d4 = x[..., :-1, :-1] - x[..., 1:, 1:]
+    return d1.square().mean() + d2.square().mean() + d3.square().mean() + d4.square().mean()
 
 
 def total_variation() -> Objective:

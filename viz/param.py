@@ -6,10 +6,12 @@ into [0, 1], so pixels never leave the range `encode_image` accepts and never lo
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+from brivl.errors import UserInputError
 
 ParamKind = Literal["fft", "pixel"]
 
@@ -30,11 +32,30 @@ INIT_STD = 0.01
 FFT_MAGIC = 4.0
 
 
+@runtime_checkable
+class Sampled(Protocol):
+    """A parameterisation that draws fresh randomness each step (VQGAN logits' Gumbel noise): the render loop
+    calls sample(g) with its seeded generator while optimising, and plain call() for the final image."""
+
+    def sample(self, generator: torch.Generator) -> Tensor:
+        """Images [n, 3, H, W] in [0, 1] for one optimisation step."""
+        ...
+
+
+@runtime_checkable
+class Constrained(Protocol):
+    """A parameterisation with a constraint to restore after each optimiser step (VQGAN z: the codebook's range)."""
+
+    def after_step(self) -> None:
+        """Project the parameters back into their allowed set."""
+        ...
+
+
 def _as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     """Normalise an image size to (height, width), refusing non-positive sides."""
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
-        raise ValueError(f"image size must be positive, got {size}")
+        raise UserInputError(f"image size must be positive, got {size}")
     return h, w
 
 
@@ -59,7 +80,7 @@ class ImageParam(nn.Module):
     def __init__(self, n: int, size: int | tuple[int, int], decorrelate: bool = True):
         super().__init__()
         if n < 1:
-            raise ValueError(f"the batch needs at least one image, got n={n}")
+            raise UserInputError(f"the batch needs at least one image, got n={n}")
         self.n = n
         self.height, self.width = _as_hw(size)
         self.decorrelate = decorrelate
@@ -120,5 +141,5 @@ def image(n: int = 1, size: int | tuple[int, int] = 128, param: ParamKind = "fft
     elif param == "pixel":
         module = PixelImage(n, size, decorrelate, generator=g)
     else:
-        raise ValueError(f"unknown image parameterisation {param!r}; choose 'fft' or 'pixel'")
+        raise UserInputError(f"unknown image parameterisation {param!r}; choose 'fft' or 'pixel'")
     return module.to(device) if device is not None else module

@@ -12,8 +12,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
+from . import fonts as viz_fonts
+from .figures import write_json
 from .phrases import PhraseIndex, StaleIndexError, model_fingerprint
 
 FIG5C_QUERIES = ("运动", "汽车")  # "sports" and "automobile" (Fig. 5c)
@@ -38,10 +41,10 @@ def layout_2d(vectors: np.ndarray | Tensor, method: str = "umap", seed: int = 0,
             xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
         return xy.astype(np.float32), {"method": "pca"}
     if method != "umap":
-        raise ValueError(f"unknown layout {method!r}; use 'umap' or 'pca'")
+        raise UserInputError(f"unknown layout {method!r}; use 'umap' or 'pca'")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba/umap chatter (n_jobs overridden by random_state, ...)
-        import umap
+        import umap  # deferred: umap-learn compiles with numba on first use
 
         settings = {"method": "umap", "n_neighbors": min(n_neighbors, n - 1), "min_dist": min_dist,
                     "metric": "cosine", "random_state": seed, "init": "spectral", "umap": umap.__version__}
@@ -83,9 +86,7 @@ def phrase_map(model: TwoTower, index: PhraseIndex, query: str, k: int = 30, met
 
 
 def _label(text: str, rank: int, font, fallback: bool) -> str:
-    from .fonts import covers
-
-    return text if not fallback or covers(font, text) else f"#{rank}"
+    return text if not fallback or viz_fonts.covers(font, text) else f"#{rank}"
 
 
 def draw_phrase_maps(maps: Sequence[Sequence[PhraseMap]], path: str | Path, *, title: str | None = None,
@@ -95,19 +96,17 @@ def draw_phrase_maps(maps: Sequence[Sequence[PhraseMap]], path: str | Path, *, t
     Labels use a CJK font when one is installed (`viz.fonts.find_cjk_font`); without one, labels the default font
     cannot draw become their rank ('#3') and a warning says which package to install.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
-    from .fonts import INSTALL_HINT, default_font, find_cjk_font
-
-    cjk = find_cjk_font()
-    font = cjk or default_font()
+    cjk = viz_fonts.find_cjk_font()
+    font = cjk or viz_fonts.default_font()
     texts = [m.query for row in maps for m in row] + [p for row in maps for m in row for p in m.phrases]
     fallback = cjk is None
     stand_ins = fallback and any(not _covers(font, t) for t in texts)
     warning = None
     if stand_ins:
         warning = (f"no CJK font found: labels {font.name} cannot draw are shown as their rank (#k) and listed in the "
-                   f"JSON; {INSTALL_HINT}")
+                   f"JSON; {viz_fonts.INSTALL_HINT}")
         warnings.warn(warning, stacklevel=2)
     rows, cols = len(maps), max(len(r) for r in maps)
     fig = Figure(figsize=(5.2 * cols, 4.8 * rows), dpi=dpi, layout="constrained")
@@ -149,9 +148,7 @@ def draw_phrase_maps(maps: Sequence[Sequence[PhraseMap]], path: str | Path, *, t
 
 
 def _covers(font, text: str) -> bool:
-    from .fonts import covers
-
-    return covers(font, text)
+    return viz_fonts.covers(font, text)
 
 
 def fig5c(models: Sequence[tuple[str, TwoTower, PhraseIndex]], out: str | Path, *,
@@ -163,7 +160,7 @@ def fig5c(models: Sequence[tuple[str, TwoTower, PhraseIndex]], out: str | Path, 
     phrases, queries "sports" and "automobile" (运动, 汽车). Writes out/fig5c.png and out/fig5c.json.
     """
     if not models:
-        raise ValueError("fig5c needs at least one model")
+        raise UserInputError("fig5c needs at least one model")
     out = Path(out)
     t0 = time.perf_counter()
     maps = [[phrase_map(m, idx, q, k, layout, seed, label) for label, m, idx in models] for q in queries]
@@ -184,7 +181,6 @@ def fig5c(models: Sequence[tuple[str, TwoTower, PhraseIndex]], out: str | Path, 
                    for row in maps for m in row],
         "time_s": round(time.perf_counter() - t0, 3), "torch": torch.__version__, "files": {"png": png.name},
     }
-    from .figures import write_json
 
     write_json(info, out / "fig5c.json")
     return info

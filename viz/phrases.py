@@ -30,13 +30,19 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from brivl.checkpoint import atomic_write_bytes, save_safetensors
-from brivl.twotower import TwoTower
+from brivl.errors import UserInputError
+from brivl.frozen import frozen
+from brivl.twotower import Described, TwoTower
 
 FORMAT = "brivl-phrase-index/1"
 JIEBA = "jieba"
@@ -45,7 +51,7 @@ DEFAULT_BATCH = 256
 DEFAULT_SHARD = 16384
 
 
-class PhraseIndexError(ValueError):
+class PhraseIndexError(UserInputError):
     """A phrase list or index folder that cannot be used; the message says which and why."""
 
 
@@ -67,7 +73,7 @@ class PhraseList:
 def jieba_dict_path() -> Path:
     """jieba's dictionary file (word frequency tag per line) inside the installed package."""
     try:
-        import jieba
+        import jieba  # deferred: jieba's dictionary loads only when asked for
     except ImportError:
         raise PhraseIndexError("the default phrase list is jieba's dictionary, but jieba is not installed "
                                "(pip install jieba), or give a phrase file") from None
@@ -92,7 +98,6 @@ def read_phrases(source: str | Path | Sequence[str] | None = None, limit: int | 
     if source is None or (isinstance(source, str) and source == JIEBA):
         path = jieba_dict_path()
         raw = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        from importlib.metadata import PackageNotFoundError, version
 
         try:
             label = f"jieba {version('jieba')} dict.txt"
@@ -148,7 +153,7 @@ def model_fingerprint(model: TwoTower) -> str:
     if isinstance(model, nn.Module) and model in _FINGERPRINTS and _FINGERPRINTS[model][0] == version:
         return _FINGERPRINTS[model][1]
     parts: dict = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
-    if hasattr(model, "fingerprint_parts"):
+    if isinstance(model, Described):
         parts.update(model.fingerprint_parts())
     else:
         cfg = getattr(model, "config", None)
@@ -221,7 +226,6 @@ class PhraseIndex:
         phrases = (folder / PHRASES).read_text(encoding="utf-8").split("\n")
         if phrases_sha256(phrases) != meta.get("phrases_sha256"):
             raise StaleIndexError(f"{folder}: {PHRASES} does not match the index's phrase fingerprint; rebuild it")
-        from safetensors.torch import load_file
 
         emb = load_file(str(folder / MATRIX))["embeddings"]
         if emb.shape[0] != len(phrases):
@@ -307,7 +311,6 @@ def _read_shard(path: Path, key: str, n: int) -> tuple[Tensor, float | None] | N
     """A finished shard of this build and the seconds it took to embed, or None (absent, foreign, damaged)."""
     if not path.is_file():
         return None
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -370,15 +373,9 @@ def build_index(model: TwoTower, folder: str | Path, phrases: PhraseList | str |
             "complete": False, "torch": torch.__version__}
     atomic_write_bytes(folder / PHRASES, "\n".join(texts).encode("utf-8"))
     _write_meta(folder, meta)
-    was_training = isinstance(model, nn.Module) and model.training
-    if was_training:
-        model.eval()  # dropout off while embedding; restored below
-    try:
+    with frozen(model):  # dropout off while embedding; restored after
         matrix, computed, seconds, embed_all = _embed_shards(model, folder, texts, order, key, batch_size, shard_size,
                                                              progress, callback)
-    finally:
-        if was_training:
-            model.train()
     meta.update(dim=int(matrix.shape[1]), complete=True, build_seconds=round(seconds, 3), computed=computed,
                 phrases_per_s=round(computed / seconds, 1) if computed and seconds > 0 else None,
                 embed_seconds_all_runs=None if embed_all is None else round(embed_all, 3),
@@ -399,7 +396,6 @@ def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[i
     n = len(texts)
     shards = (n + shard_size - 1) // shard_size
     show = sys.stderr.isatty() if progress is None else progress
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     parts: list[Tensor] = []

@@ -8,12 +8,15 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from brivl.errors import DivergedError, UserInputError
+from brivl.frozen import frozen
 from brivl.twotower import TwoTower
 
 from . import transforms as T
 from .objectives import Context, Objective, capture_layers
-from .param import ImageParam, ParamKind, image
+from .param import Constrained, ImageParam, ParamKind, Sampled, image
 from .relu_redirect import redirected_relus
 
 ProgressCallback = Callable[[int, Tensor], None]
@@ -34,7 +37,7 @@ class Render(NamedTuple):
     history: Tensor
 
 
-class RenderDivergedError(FloatingPointError):
+class RenderDivergedError(DivergedError):
     """The images, the objective or its gradient became NaN/Inf; `step` says at which step."""
 
     def __init__(self, message: str, step: int):
@@ -57,7 +60,7 @@ def _transforms(spec: TransformSpec, size: int) -> T.Compose:
         return T.Compose([])
     if isinstance(spec, str):
         if spec != "standard":
-            raise ValueError(f"unknown transforms {spec!r}; use 'standard', None, or a list of transforms")
+            raise UserInputError(f"unknown transforms {spec!r}; use 'standard', None, or a list of transforms")
         return T.standard(size)
     return spec if isinstance(spec, T.Compose) else T.Compose(spec)
 
@@ -65,8 +68,18 @@ def _transforms(spec: TransformSpec, size: int) -> T.Compose:
 def _batch_size(objective: Objective, batch: int | None) -> int:
     """The batch size: as given, else what the objective needs (e.g. its number of prompts), else 1."""
     if batch is not None and objective.rows is not None and batch != objective.rows:
-        raise ValueError(f"batch={batch} but the objective {objective.name} has {objective.rows} rows")
+        raise UserInputError(f"batch={batch} but the objective {objective.name} has {objective.rows} rows")
     return batch or objective.rows or 1
+
+
+def _check_numbers(steps: int, lr: float, copies: int) -> None:
+    """Refuse a step count, learning rate or copy count the loop cannot use."""
+    if steps < 1:
+        raise UserInputError(f"steps must be >= 1, got {steps}")
+    if not lr > 0:
+        raise UserInputError(f"lr must be > 0, got {lr}")
+    if copies < 1:
+        raise UserInputError(f"copies must be >= 1, got {copies}")
 
 
 def _check_finite(t: Tensor, what: str, step: int, steps: int, lr: float) -> None:
@@ -111,36 +124,26 @@ def render(
     (viz.relu_redirect) during the first REDIRECT_STEPS steps, so a render can start where the units it
     needs are dead, e.g. from a flat image.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if copies < 1:
-        raise ValueError(f"copies must be >= 1, got {copies}")
+    _check_numbers(steps, lr, copies)
     n = _batch_size(objective, init.n if batch is None and init is not None else batch)
     if init is None:
         side = model.image_size if size is None else size
         init = image(n, side, param, decorrelate, seed=seed, device=_device(model))
     elif init.n != n:
-        raise ValueError(f"init holds {init.n} images but the batch has {n}")
+        raise UserInputError(f"init holds {init.n} images but the batch has {n}")
     params = [p for p in init.parameters() if p.requires_grad]
     tf = _transforms(transforms, min(init.height, init.width))
     g = torch.Generator().manual_seed(seed + _TRANSFORM_SEED_OFFSET)
     every = max(1, steps // 10) if every is None else every
     if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
+        raise UserInputError(f"every must be >= 1, got {every}")
     if progress is None:
         progress = sys.stderr.isatty()  # a bar only on a terminal, never in logs or the app
     opt = torch.optim.Adam(params, lr=lr)
     history: list[Tensor] = []
 
     # Eval mode so BatchNorm uses its running statistics and never updates them; restored afterwards.
-    was_training = model.training if isinstance(model, nn.Module) else None
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        from tqdm.auto import tqdm
-
+    with frozen(model):
         redirect = redirected_relus(model) if redirect_relu and isinstance(model, nn.Module) else nullcontext()
         with redirect as redirecting, capture_layers(model, objective.layers) as cap, \
                 tqdm(total=steps, disable=not progress, desc=objective.name[:40]) as bar:
@@ -148,23 +151,16 @@ def render(
                 if redirecting is not None:
                     # Only the start needs it (dead units come alive or never will); it costs ~20% a step.
                     redirecting.active = step < REDIRECT_STEPS
-                images = init()
+                images = init.sample(g) if isinstance(init, Sampled) else init()
                 _check_finite(images, "the image", step, steps, lr)
                 if callback is not None and step % every == 0:
                     callback(step, images.detach().clone())  # a copy: the callback may edit it freely
                 views = tf(images.repeat(copies, 1, 1, 1) if copies > 1 else images, g)
                 value = objective(Context(model, images, views, cap))
-                _check_finite(value.detach(), f"the objective {objective.name}", step, steps, lr)
-                if not value.requires_grad:
-                    raise ValueError(f"the objective {objective.name} does not depend on the image")
-                # Gradients for the image only: the model's weights get none, so the model is left untouched.
-                grads = torch.autograd.grad(-value.sum(), params, allow_unused=True)
-                if any(gr is None for gr in grads):
-                    raise ValueError(f"the objective {objective.name} does not depend on the image")
-                for p, gr in zip(params, grads, strict=True):
-                    _check_finite(gr, "the gradient", step, steps, lr)
-                    p.grad = gr
+                _set_gradients(value, objective.name, params, step, steps, lr)
                 opt.step()
+                if isinstance(init, Constrained):
+                    init.after_step()
                 history.append(value.detach().cpu())
                 if progress:
                     bar.update(1)
@@ -174,7 +170,18 @@ def render(
         _check_finite(final, "the image", steps, steps, lr)
         if callback is not None:
             callback(steps, final)
-    finally:
-        if was_training:
-            model.train()
     return Render(final, torch.stack(history))
+
+
+def _set_gradients(value: Tensor, name: str, params: list[Tensor], step: int, steps: int, lr: float) -> None:
+    """Put d(-value)/d(param) into each image parameter's .grad, refusing NaN/Inf and an image-free objective."""
+    _check_finite(value.detach(), f"the objective {name}", step, steps, lr)
+    if not value.requires_grad:
+        raise UserInputError(f"the objective {name} does not depend on the image")
+    # Gradients for the image only: the model's weights get none, so the model is left untouched.
+    grads = torch.autograd.grad(-value.sum(), params, allow_unused=True)
+    if any(gr is None for gr in grads):
+        raise UserInputError(f"the objective {name} does not depend on the image")
+    for p, gr in zip(params, grads, strict=True):
+        _check_finite(gr, "the gradient", step, steps, lr)
+        p.grad = gr

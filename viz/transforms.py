@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from brivl.errors import UserInputError
+
 Transform = Callable[[Tensor, torch.Generator], Tensor]
 
 
@@ -29,7 +31,7 @@ class Pad:
 
     def __init__(self, pad: int, mode: str = "constant", value: float = 0.5):
         if pad < 0:
-            raise ValueError(f"pad must be >= 0, got {pad}")
+            raise UserInputError(f"pad must be >= 0, got {pad}")
         self.pad, self.mode, self.value = pad, mode, value
 
     def __call__(self, x: Tensor, g: torch.Generator) -> Tensor:
@@ -46,7 +48,7 @@ class Jitter:
 
     def __init__(self, d: int):
         if d < 0:
-            raise ValueError(f"jitter must be >= 0 pixels, got {d}")
+            raise UserInputError(f"jitter must be >= 0 pixels, got {d}")
         self.d = d
 
     def __call__(self, x: Tensor, g: torch.Generator) -> Tensor:
@@ -55,7 +57,7 @@ class Jitter:
             return x
         h, w = x.shape[-2:]
         if self.d >= min(h, w):
-            raise ValueError(f"jitter of {self.d} px leaves nothing of a {h}x{w} image")
+            raise UserInputError(f"jitter of {self.d} px leaves nothing of a {h}x{w} image")
         dy, dx = (int(v) for v in torch.randint(0, self.d + 1, (2,), generator=g))
         return x[..., dy:dy + h - self.d, dx:dx + w - self.d]
 
@@ -65,7 +67,7 @@ class RandomScale:
 
     def __init__(self, lo: float = 0.9, hi: float = 1.1, padding_mode: str = "reflection"):
         if not 0 < lo <= hi:
-            raise ValueError(f"scales must satisfy 0 < lo <= hi, got {lo}, {hi}")
+            raise UserInputError(f"scales must satisfy 0 < lo <= hi, got {lo}, {hi}")
         self.lo, self.hi, self.padding_mode = lo, hi, padding_mode
 
     def __call__(self, x: Tensor, g: torch.Generator) -> Tensor:
@@ -79,7 +81,7 @@ class RandomRotate:
 
     def __init__(self, degrees: float = 10.0, padding_mode: str = "reflection"):
         if degrees < 0:
-            raise ValueError(f"degrees must be >= 0, got {degrees}")
+            raise UserInputError(f"degrees must be >= 0, got {degrees}")
         self.degrees, self.padding_mode = degrees, padding_mode
 
     def __call__(self, x: Tensor, g: torch.Generator) -> Tensor:
@@ -96,7 +98,7 @@ class Cutout:
 
     def __init__(self, count: int = 1, frac: float = 0.25, value: float = 0.5):
         if count < 0 or not 0 < frac <= 1:
-            raise ValueError(f"cutout needs count >= 0 and 0 < frac <= 1, got {count}, {frac}")
+            raise UserInputError(f"cutout needs count >= 0 and 0 < frac <= 1, got {count}, {frac}")
         self.count, self.frac, self.value = count, frac, value
 
     def __call__(self, x: Tensor, g: torch.Generator) -> Tensor:

@@ -28,8 +28,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import Tensor, nn
+from torch._weights_only_unpickler import _get_allowed_globals
 
+from brivl.assets import asset_folder
 from brivl.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -41,7 +44,7 @@ from brivl.pickle_scan import admitted, scan_torch_file
 
 WEIGHTS_NAME = "vqgan.safetensors"
 CONFIG_NAME = "vqgan.json"
-LITE_FOLDER = Path(__file__).resolve().parent.parent / "brivl" / "assets" / "vqgan-lite"
+LITE_FOLDER = asset_folder("vqgan-lite")  # package data of brivl, found by importlib.resources
 
 
 class VQGANError(CheckpointError):
@@ -483,8 +486,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
     """Rebuilds tensors and plain containers; training classes become inert; every other global is refused."""
 
     def find_class(self, module: str, name: str) -> Any:
-        from torch._weights_only_unpickler import _get_allowed_globals
-
         allowed = _get_allowed_globals()
         full = f"{module}.{name}"
         if any(module == m or module.startswith(m + ".") for m in _TRAINING_MODULES):
@@ -548,8 +549,6 @@ def read_ckpt(path: str | Path) -> dict[str, Tensor]:
 
 def read_taming_yaml(path: str | Path) -> VQGANConfig:
     """The VQGANConfig of a taming `.yaml` (model.params.ddconfig, embed_dim, n_embed)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise VQGANError(f"{path}: no such config file (taming models come as a .ckpt and a .yaml; give both)")

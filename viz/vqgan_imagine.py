@@ -23,9 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from brivl.errors import UserInputError
+from brivl.frozen import frozen
+from brivl.images import load_image
 from brivl.twotower import TwoTower
 
-from .render import RenderDivergedError, _device
+from . import objectives as O
+from . import transforms as T
+from .objectives import spherical_distance  # noqa: F401 - VQGAN inversion's distance, at home in objectives
+from .render import _device, render
 from .vqgan import VQGAN
 
 ProgressCallback = Callable[[int, Tensor], None]
@@ -67,17 +73,12 @@ def prompts(text: PromptSpec, negative: str | Sequence[str | tuple[str, float]] 
     out += [(t, -abs(w)) for t, w in pairs(negative)]
     for t, w in out:
         if not t.strip():
-            raise ValueError("a prompt is empty; give it some words")
+            raise UserInputError("a prompt is empty; give it some words")
         if not math.isfinite(w):
-            raise ValueError(f"prompt {t!r} has a weight that is not a finite number: {w}")
+            raise UserInputError(f"prompt {t!r} has a weight that is not a finite number: {w}")
     if not any(w > 0 for _, w in out):
-        raise ValueError("give at least one prompt with a positive weight")
+        raise UserInputError("give at least one prompt with a positive weight")
     return out
-
-
-def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
-    """Squared great-circle distance between unit vectors (VQGAN+CLIP's loss): 2 * arcsin(|a - b| / 2)^2."""
-    return (a - b).norm(dim=-1).div(2).clamp(max=1).arcsin().pow(2).mul(2)
 
 
 # --- cutouts and augmentations --------------------------------------------------------------------------------
@@ -89,12 +90,12 @@ class MakeCutouts(nn.Module):
     def __init__(self, cut_size: int, cutn: int = 16, cut_pow: float = 1.0, augment: bool = True):
         super().__init__()
         if cutn < 1 or cut_size < 8 or not cut_pow > 0:
-            raise ValueError(f"cutouts need cutn >= 1, cut_size >= 8 and cut_pow > 0; got {cutn}, {cut_size}, "
+            raise UserInputError(f"cutouts need cutn >= 1, cut_size >= 8 and cut_pow > 0; got {cutn}, {cut_size}, "
                              f"{cut_pow}")
         self.cut_size, self.cutn, self.cut_pow = cut_size, cutn, cut_pow
         self.augs = None
         if augment:
-            import kornia.augmentation as K
+            import kornia.augmentation as K  # deferred: a heavy optional dependency
 
             self.augs = nn.Sequential(
                 K.RandomHorizontalFlip(p=0.5),
@@ -172,19 +173,17 @@ def _grid(vqgan: VQGAN, size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int) else size
     f = vqgan.factor
     if h < f or w < f:
-        raise ValueError(f"size {h}x{w} is smaller than one VQGAN cell ({f} px)")
+        raise UserInputError(f"size {h}x{w} is smaller than one VQGAN cell ({f} px)")
     return h // f, w // f  # sides that are not multiples of the factor are rounded down
 
 
 def _init_image(init: Tensor | str | Path, n: int, hw: tuple[int, int], factor: int, device) -> Tensor:
     if isinstance(init, (str, Path)):
-        from brivl.images import load_image
-
         init = load_image(init)
     if init.dim() == 3:
         init = init[None]
     if init.dim() != 4 or init.shape[1] != 3:
-        raise ValueError(f"init image must be [3, H, W] or [n, 3, H, W], got {tuple(init.shape)}")
+        raise UserInputError(f"init image must be [3, H, W] or [n, 3, H, W], got {tuple(init.shape)}")
     init = F.interpolate(init.float().to(device), size=(hw[0] * factor, hw[1] * factor), mode="bilinear",
                          antialias=True, align_corners=False).clamp(0, 1)
     return init.expand(n, -1, -1, -1) if init.shape[0] == 1 else init
@@ -194,7 +193,7 @@ def tokens(vqgan: VQGAN, n: int, size: int | tuple[int, int], param: TokenParam 
            init: Tensor | str | Path | None = None, tau: float = 1.0) -> LatentTokens | LogitTokens:
     """The trainable tokens: random codes (seeded), or the encoding of an init image."""
     if param not in ("z", "logits"):
-        raise ValueError(f"param must be 'z' or 'logits', got {param!r}")
+        raise UserInputError(f"param must be 'z' or 'logits', got {param!r}")
     h, w = _grid(vqgan, size)
     book = vqgan.codebook.detach()
     device = book.device
@@ -202,7 +201,7 @@ def tokens(vqgan: VQGAN, n: int, size: int | tuple[int, int], param: TokenParam 
         if init is not None:
             z = vqgan.encode(_init_image(init, n, (h, w), vqgan.factor, device))
             if init is not None and z.shape[0] != n:
-                raise ValueError(f"init holds {z.shape[0]} images but the batch has {n}")
+                raise UserInputError(f"init holds {z.shape[0]} images but the batch has {n}")
         else:
             g = torch.Generator().manual_seed(seed)
             idx = torch.randint(0, book.shape[0], (n, h, w), generator=g).to(device)
@@ -250,74 +249,61 @@ def vqgan_imagine(
     images)` gets the images at step 0, every `every` steps and at the end. Both models stay frozen.
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserInputError(f"steps must be >= 1, got {steps}")
     if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+        raise UserInputError(f"batch must be >= 1, got {batch}")
     lr = (0.1 if param == "z" else 0.5) if lr is None else lr
     if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+        raise UserInputError(f"lr must be > 0, got {lr}")
     every = max(1, steps // 10) if every is None else every
     if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
+        raise UserInputError(f"every must be >= 1, got {every}")
     pairs = prompts(text, negative)
     device = _device(model)
     vqgan = vqgan.to(device).eval().requires_grad_(False)
     if progress is None:
         progress = sys.stderr.isatty()
-    was_training = model.training if isinstance(model, nn.Module) else None
-    if isinstance(model, nn.Module):
-        model.eval()
     devices = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):  # kornia draws from the global RNG: seed it, restore it after
-            torch.manual_seed(seed)
-            return _run(model, vqgan, pairs, steps, size, batch, lr, seed, param, cutn, cut_pow,
-                        cut_size or model.image_size, augment, init, tau, callback, every, progress)
-    finally:
-        if was_training:
-            model.train()
+    with frozen(model), torch.random.fork_rng(devices=devices):  # kornia draws from the global RNG: seed, restore
+        torch.manual_seed(seed)
+        return _run(model, vqgan, pairs, steps, size, batch, lr, seed, param, cutn, cut_pow,
+                    cut_size or model.image_size, augment, init, tau, callback, every, progress)
+
+
+class TokenImage(nn.Module):
+    """VQGAN tokens as an image parameterisation of viz.render: a call decodes them (the argmax codes for logits),
+    sample(g) draws the step's Gumbel noise from the render's generator, after_step keeps z in the codebook's
+    range. The codes of the last call are in `indices`."""
+
+    def __init__(self, toks: LatentTokens | LogitTokens, n: int, hw: tuple[int, int], factor: int):
+        super().__init__()
+        self.toks = toks
+        self.n, self.height, self.width = n, hw[0] * factor, hw[1] * factor
+        self.indices: Tensor | None = None
+
+    def forward(self, g: torch.Generator | None = None) -> Tensor:
+        images, self.indices = self.toks(g)
+        return images
+
+    def sample(self, generator: torch.Generator) -> Tensor:
+        return self(generator if isinstance(self.toks, LogitTokens) else None)
+
+    def after_step(self) -> None:
+        self.toks.after_step()
 
 
 def _run(model: TwoTower, vqgan: VQGAN, pairs: list[tuple[str, float]], steps: int, size, n: int, lr: float,
          seed: int, param: TokenParam, cutn: int, cut_pow: float, cut_size: int, augment: bool, init, tau: float,
          callback: ProgressCallback | None, every: int, progress: bool) -> VQGANRender:
-    from tqdm.auto import tqdm
-
+    """The one render loop (viz.render) on VQGAN tokens, cutouts as its transform, spherical distance as objective."""
     with torch.no_grad():
         targets = model.encode_text([t for t, _ in pairs]).detach()  # [P, d]
     weights = torch.tensor([w for _, w in pairs], device=targets.device, dtype=targets.dtype)
-    positive = weights.clamp(min=0) / weights.clamp(min=0).sum()
-    toks = tokens(vqgan, n, size, param, seed, init, tau)
-    cutouts = MakeCutouts(cut_size, cutn, cut_pow, augment)
-    g = torch.Generator().manual_seed(seed + 0x5EED)  # cutout places and Gumbel noise: one seeded stream
-    params = [p for p in toks.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    history: list[Tensor] = []
-    with tqdm(total=steps, disable=not progress, desc=pairs[0][0][:40]) as bar:
-        for step in range(steps):
-            images, _ = toks(g if param == "logits" else None)
-            if callback is not None and step % every == 0:
-                callback(step, images.detach().clone())
-            emb = model.encode_image(cutouts(images, g))  # [cutn*n, d], row k*n + i is image i
-            emb = emb.view(cutn, n, -1)
-            dist = spherical_distance(emb[:, :, None, :], targets[None, None])  # [cutn, n, P]
-            loss = (dist.mean(0) * weights).sum()  # a negative weight rewards distance
-            if not torch.isfinite(loss):
-                raise RenderDivergedError(f"VQGAN inversion diverged at step {step} of {steps}: the loss is NaN or "
-                                          f"Inf; try a lower lr (now {lr:g})", step)
-            # Gradients for the tokens only: the model and the VQGAN get none and are left untouched.
-            for p, grad in zip(params, torch.autograd.grad(loss, params), strict=True):
-                p.grad = grad
-            opt.step()
-            toks.after_step()
-            with torch.no_grad():
-                cos = (emb @ targets.T).mean(0)  # [n, P]
-                history.append((cos * positive).sum(-1).cpu())
-            bar.update(1)
-            if progress:
-                bar.set_postfix(cosine=f"{history[-1].mean().item():.4f}", refresh=False)
-    with torch.no_grad():
-        final, idx = toks(None)
-    if callback is not None:
-        callback(steps, final.detach().clone())
-    return VQGANRender(final.detach(), torch.stack(history), idx.detach())
+    image = TokenImage(tokens(vqgan, n, size, param, seed, init, tau), n, _grid(vqgan, size), vqgan.factor)
+    cosines: list[Tensor] = []  # the weighted text cosine of every step: what VQGANRender.history reports
+    objective = O.spherical_match(targets, weights, record=cosines)
+    objective.name = pairs[0][0]
+    result = render(model, objective, steps=steps, lr=lr, seed=seed, init=image, callback=callback, every=every,
+                    progress=progress, transforms=T.Compose([MakeCutouts(cut_size, cutn, cut_pow, augment)]),
+                    redirect_relu=False)
+    return VQGANRender(result.images, torch.stack(cosines), image.indices.detach())

@@ -4,6 +4,9 @@ import torch
 
 from brivl.eval import class_embeddings, zero_shot_logits
 from brivl.eval.suite import embed_image_files
+from brivl.images import load_images
+from viz import fonts
+from viz.neurons import image_files
 
 from .. import results
 from ..context import EXAMPLE_DIR, Studio, example_photos, model_choice, upload_image
@@ -11,11 +14,9 @@ from ..errors import StudioInputError, check_image_file, check_labels, check_pro
 
 
 def _bar_chart(labels: list[str], probs: list[float], title: str):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
 
-    from viz.fonts import find_cjk_font
-
-    font = find_cjk_font()
+    font = fonts.find_cjk_font()
     fig = Figure(figsize=(5, 0.35 * len(labels) + 0.9), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     ax.barh(range(len(labels))[::-1], probs, color="#5b6bd6")
@@ -56,8 +57,6 @@ def handlers(studio: Studio):
     def retrieve(text: str, folder: str, k: float, model_name: str):
         text = check_prompt(text, "the text")
         root = studio.roots.folder(folder)
-        from viz.neurons import image_files
-
         paths = studio.roots.keep(image_files(root, limit=2000))  # symlinks out of the roots are dropped
         if not paths:
             raise StudioInputError(f"{folder.strip()}: no image files inside the folders this studio may read")
@@ -69,8 +68,6 @@ def handlers(studio: Studio):
         k = max(1, min(int(k), len(paths), 48))
         top = torch.argsort(scores, descending=True, stable=True)[:k].tolist()
         gallery = [(str(paths[i]), f"#{r} {float(scores[i]):.3f}  {paths[i].name}") for r, i in enumerate(top, 1)]
-        from brivl.images import load_images
-
         sheet = results.side_by_side([load_images([paths[i]], 128)[0] for i in top[:8]])
         files = results.save("retrieve", sheet, {"model": model_name or studio.pool.default, "text": text,
                                                  "folder": str(root), "scored": len(paths), "k": k,

@@ -2,6 +2,7 @@
 import gradio as gr
 
 import viz
+from brivl.errors import UserInputError
 
 from ..context import (
     EXAMPLES_EN,
@@ -24,7 +25,7 @@ def handler(studio: Studio):
         text = check_prompt(prompt)
         steps, size, seed, lr = check_render(steps, size, seed, lr)
         if param not in ("fft", "pixel"):
-            raise ValueError(f"unknown parameterisation {param!r}; choose fft or pixel")
+            raise UserInputError(f"unknown parameterisation {param!r}; choose fft or pixel")
         model = studio.pool.get(model_name)
         settings = {"model": model_name or studio.pool.default, "text": text, "steps": steps, "size": size,
                     "seed": seed, "param": param, "decorrelate": bool(decorrelate), "lr": lr,

@@ -3,6 +3,7 @@ rank the images of a folder by that channel (viz.neurons.top_activating)."""
 import gradio as gr
 
 import viz
+from brivl.images import load_images
 from viz import neurons as N
 from viz.figures import check_channels
 
@@ -62,8 +63,6 @@ def handlers(studio: Studio):
         with studio.pool.exclusive(model_name):
             top = N.top_activating(model, layer, channel, paths, k=k)
         gallery = [(str(p), f"#{i} {s:.3f}  {p.name}") for i, (p, s) in enumerate(zip(top.paths, top.scores), 1)]
-        from brivl.images import load_images
-
         grid = results.side_by_side([load_images([p], 128)[0] for p in top.paths[:8]])
         files = results.save("top-images", grid, {"model": model_name or studio.pool.default, "layer": layer,
                                                   "channel": channel, "folder": str(root), "k": k,

@@ -4,6 +4,7 @@ import gradio as gr
 import torch
 import torch.nn.functional as F
 
+from brivl.twotower import HasPatches
 from viz import attribution as A
 
 from .. import results
@@ -28,7 +29,7 @@ def handler(studio: Studio):
         pixels = check_image_file(image_path)
         text = check_prompt(text, "the text")
         model = studio.pool.get(model_name)
-        if not hasattr(model, "patch_embeddings"):
+        if not isinstance(model, HasPatches):
             raise StudioInputError(f"{model_name} has no patches (patch_embeddings); pick a BriVL model")
         small = F.interpolate(pixels[None], size=(model.image_size,) * 2, mode="bilinear", align_corners=False,
                               antialias=True).clamp(0, 1)

@@ -2,6 +2,7 @@
 import threading
 
 import gradio as gr
+from PIL import Image
 
 from viz import phrase_map as M
 from viz import phrases as P
@@ -42,8 +43,6 @@ def handler(studio: Studio):
         settings = {"model": model_name or studio.pool.default, "query": query, "k": k, "phrases": plist.source,
                     "count": len(index), "layout": m.layout, "top": [{"rank": r, "phrase": p, "cosine": s}
                                                                      for r, p, s in rows], "font": font["font"]}
-        from PIL import Image
-
         with Image.open(png) as im:
             picture = im.convert("RGB")
         files = results.save("phrases", picture, settings, query)

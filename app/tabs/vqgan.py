@@ -1,6 +1,8 @@
 """VQGAN: text -> image by VQGAN inversion (viz.vqgan_imagine.vqgan_imagine, the paper's Fig. 3), streamed."""
 import gradio as gr
 
+from viz.vqgan_imagine import vqgan_imagine as run_vqgan
+
 from ..context import (
     EXAMPLES_EN,
     EXAMPLES_ZH,
@@ -26,10 +28,6 @@ def handler(studio: Studio):
         cutn = int(cutn)
         if not 1 <= cutn <= 64:
             raise StudioInputError(f"cutouts must be between 1 and 64, got {cutn}")
-        try:
-            from viz.vqgan_imagine import vqgan_imagine as run_vqgan
-        except ImportError as e:
-            raise StudioInputError(f"VQGAN inversion is not available in this installation ({e})") from None
         model = studio.pool.get(model_name)
         vq = studio.get_vqgan(vqgan_name)
         settings = {"model": model_name or studio.pool.default, "vqgan": vqgan_name or studio.vqgan, "text": text,

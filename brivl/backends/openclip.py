@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import check_state_dict, load_safetensors, load_torch_pickle
+from ..errors import CheckpointError, ModelNotFoundError
 from ..inputs import check_pixels, check_texts
 
 PREFIX = "openclip:"
@@ -45,7 +47,7 @@ class OpenCLIP(nn.Module):
         self.tokenizer = tokenizer
         self.checkpoint = checkpoint
         pre = getattr(clip.visual, "preprocess_cfg", {}) or {}
-        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # deferred: open_clip is the optional [openclip] extra
 
         self.register_buffer("mean", torch.tensor(pre.get("mean", OPENAI_DATASET_MEAN)).view(1, 3, 1, 1),
                              persistent=False)
@@ -135,9 +137,7 @@ class OpenCLIP(nn.Module):
 
 
 def _config(name: str) -> dict:
-    import open_clip
-
-    from ..hub import ModelNotFoundError
+    import open_clip  # deferred: open_clip is the optional [openclip] extra
 
     if name == "tiny":
         return copy.deepcopy(TINY_CONFIG)
@@ -157,8 +157,6 @@ def _config(name: str) -> dict:
 
 
 def _load_state(path: Path) -> dict[str, Tensor]:
-    from ..checkpoint import CheckpointError, load_safetensors, load_torch_pickle
-
     raw = load_safetensors(path) if path.suffix == ".safetensors" else load_torch_pickle(path)
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
@@ -171,10 +169,7 @@ def _load_state(path: Path) -> dict[str, Tensor]:
 
 def load_openclip(spec: str, device: str | torch.device = "cpu") -> OpenCLIP:
     """Build an OpenCLIP TwoTower from 'openclip:NAME[:CHECKPOINT]' (or 'NAME[:CHECKPOINT]'); nothing downloaded."""
-    import open_clip
-
-    from ..checkpoint import CheckpointError, check_state_dict
-    from ..hub import ModelNotFoundError
+    import open_clip  # deferred: open_clip is the optional [openclip] extra
 
     body = spec.removeprefix(PREFIX)
     name, _, ckpt = body.partition(":")
@@ -198,7 +193,7 @@ def load_openclip(spec: str, device: str | torch.device = "cpu") -> OpenCLIP:
     finally:
         root.setLevel(level)
     if path is not None:
-        from open_clip.model import resize_pos_embed, resize_text_pos_embed
+        from open_clip.model import resize_pos_embed, resize_text_pos_embed  # deferred: open_clip is the optional [openclip] extra
 
         state = _load_state(path)
         resize_pos_embed(state, clip)

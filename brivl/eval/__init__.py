@@ -1,5 +1,7 @@
 """Evaluation: cross-modal retrieval (Recall@K, Recall@SUM), zero-shot image classification with the paper's
-unseen/seen split protocol, zero-shot text classification; results as JSON and markdown tables."""
+unseen/seen split protocol, zero-shot text classification; results as JSON and markdown tables.
+
+May import the rest of the core; talks to models only through brivl.twotower's protocols."""
 from .backbone import TextBackboneModel
 from .datasets import (ClassFolders, LabelledTexts, RetrievalSet, read_class_folders, read_labelled_texts,
                        read_retrieval_set)

@@ -12,20 +12,22 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import NotSupportedError
+from ..twotower import HasTextBackbone, model_name
+
 
 class TextBackboneModel(nn.Module):
     """The text backbone of a BriVL alone: encode_text = masked mean of its last hidden states, L2-normalised."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        if not (hasattr(model, "tokenize") and hasattr(getattr(model, "textencoder", None), "hidden_states")):
-            raise TypeError(f"{type(model).__name__} has no BriVL text tower (tokenize + textencoder) to take the "
+        if not isinstance(model, HasTextBackbone):
+            raise NotSupportedError(f"{type(model).__name__} has no BriVL text tower (tokenize + textencoder) to take the "
                             f"backbone from")
         object.__setattr__(self, "brivl", model)  # not registered: state_dict() is the backbone's weights alone
         self.backbone = model.textencoder.backbone
         self.train(model.training)  # a new Module starts in training mode; take the BriVL's (the backbone is shared)
-        cfg = getattr(model, "config", None)
-        self.name = f"{getattr(cfg, 'name', type(model).__name__)} text backbone"
+        self.name = f"{model_name(model)} text backbone"
 
     @property
     def embed_dim(self) -> int:
@@ -41,7 +43,7 @@ class TextBackboneModel(nn.Module):
 
     def encode_image(self, pixels: Tensor) -> Tensor:
         """A text backbone has no image tower."""
-        raise TypeError(f"{self.name} is a text-only model: it has no image tower")
+        raise NotSupportedError(f"{self.name} is a text-only model: it has no image tower")
 
     def fingerprint_parts(self) -> dict:
         """What identifies this model's text embeddings, for caches keyed on them (see viz.phrases)."""

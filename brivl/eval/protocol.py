@@ -25,14 +25,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 
+from ..errors import SplitError  # noqa: F401 - re-exported: the names callers know
+
 DEFAULT_SPLITS = 25  # "we randomly sample 25 splits"
-
-
-class SplitError(ValueError):
-    """A ratio that cannot be applied to the data set's classes."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,6 @@ def unseen_splits(n_classes: int, ratio: Ratio, n_splits: int = DEFAULT_SPLITS, 
     rng = np.random.default_rng([seed, ratio.unseen, ratio.seen])
     total = math.comb(n_classes, ratio.unseen)
     if total <= n_splits:  # few classes: every distinct split once, in a seeded order
-        from itertools import combinations
 
         every = [np.array(c) for c in combinations(range(n_classes), ratio.unseen)]
         return [every[i] for i in rng.permutation(len(every))]

@@ -8,6 +8,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data import Pair
+from ..errors import UserInputError
 from ..images import load_images
 
 
@@ -25,7 +26,7 @@ def _recalls(i2t_rank: Tensor, t2i_rank: Tensor, ks: Sequence[int]) -> dict[str,
 def recall_at_k(sim: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Recall@K (in %) of an [n, n] image x text similarity matrix whose pair i is image i with text i."""
     if sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
-        raise ValueError(f"expected a square image x text similarity matrix, got {tuple(sim.shape)}")
+        raise UserInputError(f"expected a square image x text similarity matrix, got {tuple(sim.shape)}")
     n = sim.shape[0]
     truth = torch.arange(n, device=sim.device)
     # Rank of the true partner: how many candidates score strictly higher.
@@ -62,14 +63,14 @@ def recall_at_k_multi(sim: Tensor, caption_image: Sequence[int] | Tensor,
     """
     owner = torch.as_tensor(caption_image, device=sim.device, dtype=torch.long)
     if sim.dim() != 2 or owner.shape != (sim.shape[1],):
-        raise ValueError(f"expected an [images, captions] similarity matrix and one image index per caption, got "
+        raise UserInputError(f"expected an [images, captions] similarity matrix and one image index per caption, got "
                          f"{tuple(sim.shape)} and {tuple(owner.shape)}")
     n_img = sim.shape[0]
     if owner.numel() and (owner.min() < 0 or owner.max() >= n_img):
-        raise ValueError("caption_image holds an image index outside the similarity matrix")
+        raise UserInputError("caption_image holds an image index outside the similarity matrix")
     own = owner[None, :] == torch.arange(n_img, device=sim.device)[:, None]  # [images, captions]
     if not own.any(dim=1).all():
-        raise ValueError("every image needs at least one caption")
+        raise UserInputError("every image needs at least one caption")
     best = sim.masked_fill(~own, float("-inf")).max(dim=1).values  # score of each image's best caption
     i2t_rank = ((sim > best[:, None]) & ~own).sum(dim=1)
     pos = sim[owner, torch.arange(sim.shape[1], device=sim.device)]  # each caption's score with its own image

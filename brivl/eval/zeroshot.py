@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..errors import UserInputError
+
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
@@ -16,7 +18,7 @@ def class_embeddings(model, class_names: Sequence[str], templates: Sequence[str]
                      batch_size: int = 128, progress: bool = False) -> Tensor:
     """One unit vector per class [C, d]: the normalised mean of its prompts' text embeddings."""
     if not class_names:
-        raise ValueError("no class names given")
+        raise UserInputError("no class names given")
     out = []
     for start in tqdm(range(0, len(class_names), batch_size), disable=not progress, desc="class prompts"):
         names = class_names[start:start + batch_size]

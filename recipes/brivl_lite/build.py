@@ -26,8 +26,8 @@ from typing import Any
 import torch
 import yaml
 
-from ..checkpoint import atomic_write_bytes
-from ..config import BriVLConfig, ConfigError
+from brivl.checkpoint import atomic_write_bytes
+from brivl.config import BriVLConfig, ConfigError
 
 VERSION = 2
 
@@ -80,7 +80,7 @@ class LiteBuildConfig:
 
 def model_config(cfg: LiteBuildConfig) -> BriVLConfig:
     """brivl-lite's layout for this recipe: the joint and patch widths the classifier space needs."""
-    from ..config import preset
+    from brivl.config import preset
 
     model = preset("brivl-lite")
     model.text.mlp_hidden = cfg.text_mlp_hidden
@@ -145,8 +145,8 @@ def stage_text_head(cfg: LiteBuildConfig, model, corpus, work: Path, progress: b
 @torch.no_grad()
 def heldout_sentence_accuracy(model, classes: list[int] | None = None) -> dict[str, float]:
     """Class accuracy of the held-out parallel sentences (never trained on) against the class prompts."""
-    from ..eval.zeroshot import class_embeddings
-    from .efficientnet_lite import short_class_names
+    from brivl.eval.zeroshot import class_embeddings
+    from brivl.lite.efficientnet_lite import short_class_names
     from .recipe import heldout_sentence_pairs, sentence_pair
 
     pairs = [(t, c) for t, c in heldout_sentence_pairs() if classes is None or c in classes]
@@ -165,7 +165,7 @@ def heldout_sentence_accuracy(model, classes: list[int] | None = None) -> dict[s
 
 def stage_eval(cfg: LiteBuildConfig, out: Path) -> dict[str, Any]:
     """Teacher agreement, held-out sentence accuracy and cross-lingual retrieval of the exported model."""
-    from ..hub import load
+    from brivl.hub import load
     from .evaluate import cross_lingual_retrieval
     from .heldout import teacher_agreement
 
@@ -181,9 +181,9 @@ def stage_eval(cfg: LiteBuildConfig, out: Path) -> dict[str, Any]:
 
 def build_default(cfg: LiteBuildConfig, progress: bool = True) -> dict[str, Any]:
     """Run every stage (finished ones are skipped); returns the evaluation, also written to report.json."""
-    from ..hub import LITE_FOLDER
-    from ..model.brivl import BriVL
-    from .assemble import with_package_backbones
+    from brivl.hub import LITE_FOLDER
+    from brivl.model.brivl import BriVL
+    from brivl.lite.assemble import with_package_backbones
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError
+from brivl.config import ConfigError
 
 MAP_RMS = 0.3  # RMS of the MSPP projection after the fit: brivl-lite's own fit came out at 0.30
 

@@ -1,8 +1,8 @@
 """The texts brivl-lite's text head learns from: every ImageNet class named many ways, in English and Chinese.
 
 Each text comes with the classes it names (one, or two for a text that names two things, whose target lies
-between them). Sources: the WordNet synonyms and glosses timm ships, the Chinese names in `brivl.lite.zh`, the
-parallel templates of `brivl.lite.zh` plus extra ones, and two-class sentences. The parallel (template, class)
+between them). Sources: the WordNet synonyms and glosses timm ships, the Chinese names in `zh`, the
+parallel templates of `zh` plus extra ones, and two-class sentences. The parallel (template, class)
 sentences held out for the cross-lingual test (`heldout_sentence_pairs`) are never emitted.
 """
 from __future__ import annotations
@@ -10,6 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from timm.data import ImageNetInfo
+
+from .recipe import heldout_sentence_pairs, sentence_pair
 from .zh import PARALLEL_TEMPLATES, ZH_CLASS_SYNONYMS
 
 EN_EXTRA = ("{}", "an image of a {}.", "a {} in the picture.", "a photo of the {}, seen up close.", "the {}.",
@@ -69,10 +72,6 @@ def pair_texts(n: int, classes: list[int], en_first: list[str], seed: int) -> li
 
 def build_corpus(classes: list[int] | None = None, pairs: int = 10000, seed: int = 0) -> list[Text]:
     """The whole training corpus (classes: a subset of the 1000 for small builds; None = all)."""
-    from timm.data import ImageNetInfo
-
-    from .recipe import heldout_sentence_pairs
-
     info = ImageNetInfo()
     names = english_synonyms(list(info.label_descriptions()))
     glosses = [d.split(":", 1)[1].strip() if ":" in d else "" for d in info.label_descriptions(detailed=True)]
@@ -83,7 +82,6 @@ def build_corpus(classes: list[int] | None = None, pairs: int = 10000, seed: int
         out += pair_texts(pairs, chosen, [n[0] for n in names], seed)
     # Another template or name can spell a held-out sentence exactly ("a photo of a {}." with "large bustard"):
     # drop those too, so the cross-lingual test sees only unseen sentences.
-    from .recipe import sentence_pair
 
     unseen = {s for t, c in heldout for s in sentence_pair(t, c)}
     return [t for t in out if t.text not in unseen]

@@ -19,24 +19,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
+from brivl.errors import DivergedError
+from brivl.frozen import frozen
+from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
+from viz.objectives import squared_total_variation
+from viz.param import FFTImage
 
 # DeepInversion weights the first BN layer's statistics 10x: it sees nearly raw pixels, and matching its
 # statistics is what keeps colours and contrast natural.
 FIRST_BN_MULTIPLIER = 10.0
 # Adam betas of DeepInversion: a short momentum memory suits the jittered, ever-changing objective.
 ADAM_BETAS = (0.5, 0.9)
-# Square root of the ImageNet colour covariance (Lucid): optimising in these decorrelated axes lets one
-# step move luminance and chroma independently instead of pushing R, G, B along correlated directions.
-_COLOR_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
-_COLOR = _COLOR_SVD_SQRT / _COLOR_SVD_SQRT.norm(dim=0).max()
-# Spectrum scaled by 1/frequency: every frequency starts with equal footing in Adam's normalised steps,
-# so coarse structure forms first instead of pixel noise (natural images have a ~1/f amplitude spectrum).
-_SPECTRUM_DECAY = 1.0
-_SPECTRUM_INIT_STD = 0.01
+# The image prior and its smoothness penalty are viz's: a colour-decorrelated, 1/f-scaled Fourier image
+# (viz.param.FFTImage) and the squared neighbour differences (viz.objectives.squared_total_variation).
+_total_variation = squared_total_variation  # a module name, so a test can poison it
 
 
-class SynthesisDivergedError(FloatingPointError):
+class SynthesisDivergedError(DivergedError):
     """The synthesis loss or the image parameters became NaN/inf (the message names the step)."""
 
 
@@ -59,15 +58,6 @@ def _check_args(classes: Sequence[int], size: int, steps: int, lr: float, jitter
             raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     if not (math.isfinite(lr) and lr > 0):  # Adam would reject a NaN lr less clearly
         raise ValueError(f"lr must be a finite number > 0, got {lr}")
-
-
-def _total_variation(x: Tensor) -> Tensor:
-    """Mean squared difference between neighbouring pixels (horizontal, vertical, both diagonals)."""
-    d1 = x[..., :, :-1] - x[..., :, 1:]
-    d2 = x[..., :-1, :] - x[..., 1:, :]
-    d3 = x[..., 1:, :-1] - x[..., :-1, 1:]
-    d4 = x[..., :-1, :-1] - x[..., 1:, 1:]
-    return d1.square().mean() + d2.square().mean() + d3.square().mean() + d4.square().mean()
 
 
 def _bn_divergence(x: Tensor, bn: nn.BatchNorm2d) -> Tensor:
@@ -115,26 +105,11 @@ class _BNStatistics:
             h.remove()
         self.handles = []
 
+    def __enter__(self) -> "_BNStatistics":
+        return self
 
-class _FourierImage:
-    """A batch of images as 1/f-scaled, colour-decorrelated Fourier spectra, squashed into [0, 1] by a sigmoid."""
-
-    def __init__(self, n: int, size: int, g: torch.Generator, device: torch.device):
-        self.size = size
-        fy = torch.fft.fftfreq(size)[:, None]
-        fx = torch.fft.rfftfreq(size)[None, :]
-        freqs = (fy ** 2 + fx ** 2).sqrt()
-        self.scale = (size / freqs.clamp_min(1.0 / size) ** _SPECTRUM_DECAY).to(device)
-        spectrum = torch.randn(n, 3, size, size // 2 + 1, 2, generator=g) * _SPECTRUM_INIT_STD
-        self.spectrum = spectrum.to(device).requires_grad_(True)
-        self.colour = _COLOR.to(device)
-
-    def rgb(self) -> Tensor:
-        """The images [n, 3, size, size] in [0, 1] (differentiable)."""
-        spectrum = torch.view_as_complex(self.spectrum) * self.scale
-        decorrelated = torch.fft.irfft2(spectrum, s=(self.size, self.size)) / 4.0
-        # The sigmoid keeps pixels inside [0, 1] without clamping, which would zero their gradients.
-        return torch.sigmoid(torch.einsum("nchw,dc->ndhw", decorrelated, self.colour))
+    def __exit__(self, *exc) -> None:
+        self.remove()
 
 
 def _augment(x: Tensor, jitter: int, zoom: float, out_size: int, g: torch.Generator) -> Tensor:
@@ -157,6 +132,18 @@ def _augment(x: Tensor, jitter: int, zoom: float, out_size: int, g: torch.Genera
         x = F.interpolate(x, size=(out_size, out_size), mode="bilinear", align_corners=False,
                           antialias=out_size < x.shape[-1])
     return x
+
+
+def _losses(teacher: nn.Module, bn: _BNStatistics, view: Tensor, x: Tensor, targets: Tensor
+            ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The teacher's logits on the view and the loss terms: cross-entropy, BN statistics, TV and L2 of x."""
+    bn.active = True
+    try:
+        logits = teacher(view)
+    finally:
+        bn.active = False
+    return logits, {"ce": F.cross_entropy(logits, targets), "bn": bn.collect(), "tv": _total_variation(x),
+                    "l2": x.square().mean()}
 
 
 def _cosine_lr(base: float, step: int, steps: int) -> float:
@@ -202,43 +189,30 @@ def synthesize(
     targets = torch.tensor(list(classes), dtype=torch.long, device=device)
 
     g = torch.Generator().manual_seed(int(seed))  # drives the initial spectrum and every augmentation
-    image = _FourierImage(len(classes), size, g, device)
+    image = FFTImage(len(classes), size, decorrelate=True, generator=g).to(device)
     optimizer = torch.optim.Adam([image.spectrum], lr=lr, betas=ADAM_BETAS, eps=1e-8)
     # Half resolution first: 4x cheaper steps that settle the large structures (layout, colour regions);
     # full resolution afterwards adds texture and detail (DeepInversion's multi-resolution schedule).
     lowres_steps = int(round(steps * lowres_fraction))
     report_every = max(1, steps // 10)
 
-    bn = _BNStatistics(teacher)
-    was_training = teacher.training
-    grad_flags = [p.requires_grad for p in params]
-    try:
-        teacher.eval()  # the running statistics are the target and must not move; dropout off
-        for p in params:
-            p.requires_grad_(False)  # frozen: only the image receives gradients
+    # The running statistics are the target and must not move, dropout is off, and only the image gets gradients.
+    with _BNStatistics(teacher) as bn, frozen(teacher, grads=False):
         for step in range(steps):
             for group in optimizer.param_groups:
                 group["lr"] = _cosine_lr(lr, step, steps)
             lowres = step < lowres_steps
-            x = (image.rgb() - mean_t) / std_t  # the teacher's normalised input space
+            x = (image() - mean_t) / std_t  # the teacher's normalised input space
             # Half the shift while at half resolution (as DeepInversion does): over two seeds the images then
             # kept more of their class when upsampled to 224 px (target probability 0.80 vs 0.74).
             view = _augment(x, jitter // 2 if lowres else jitter, zoom, size // 2 if lowres else size, g)
-            bn.active = True
-            try:
-                logits = teacher(view)
-            finally:
-                bn.active = False
-            loss_bn = bn.collect()
-            loss_ce = F.cross_entropy(logits, targets)
-            loss_tv = _total_variation(x)
-            loss_l2 = x.square().mean()
-            loss = loss_ce + bn_weight * loss_bn + tv_weight * loss_tv + l2_weight * loss_l2
+            logits, terms = _losses(teacher, bn, view, x, targets)
+            loss = terms["ce"] + bn_weight * terms["bn"] + tv_weight * terms["tv"] + l2_weight * terms["l2"]
             if not torch.isfinite(loss):
                 raise SynthesisDivergedError(
                     f"synthesis diverged at step {step} of {steps}: loss {loss.item()} (cross-entropy "
-                    f"{loss_ce.item()}, bn {loss_bn.item()}, tv {loss_tv.item()}, l2 {loss_l2.item()}); "
-                    f"lower lr (now {lr}) or the prior weights")
+                    f"{terms['ce'].item()}, bn {terms['bn'].item()}, tv {terms['tv'].item()}, l2 "
+                    f"{terms['l2'].item()}); lower lr (now {lr}) or the prior weights")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -247,19 +221,14 @@ def synthesize(
                                              f"parameters became NaN/inf after the optimiser step (lr {lr})")
             if history is not None:
                 acc = (logits.detach().argmax(1) == targets).float().mean()
-                history.append({"step": step, "loss": loss.item(), "bn": loss_bn.item(), "ce": loss_ce.item(),
-                                "tv": loss_tv.item(), "l2": loss_l2.item(), "acc": acc.item(),
-                                "lr": optimizer.param_groups[0]["lr"]})
+                history.append({"step": step, "loss": loss.item(), "bn": terms["bn"].item(),
+                                "ce": terms["ce"].item(), "tv": terms["tv"].item(), "l2": terms["l2"].item(),
+                                "acc": acc.item(), "lr": optimizer.param_groups[0]["lr"]})
             if callback is not None and (step % report_every == report_every - 1 or step == steps - 1):
                 with torch.no_grad():
-                    callback(step, image.rgb().cpu())
-    finally:
-        bn.remove()
-        for p, flag in zip(params, grad_flags):
-            p.requires_grad_(flag)
-        teacher.train(was_training)
+                    callback(step, image().cpu())
     with torch.no_grad():
-        return image.rgb().cpu()
+        return image().cpu()
 
 
 # ----------------------------------------------------------------------------- procedural images

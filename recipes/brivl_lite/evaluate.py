@@ -1,6 +1,6 @@
 """The brivl-lite quality measures of issue 5: Chinese zero-shot and cross-lingual retrieval.
 
-(Teacher agreement on the held-out photos is `brivl.lite.heldout.teacher_agreement`.)
+(Teacher agreement on the held-out photos is `recipes.brivl_lite.heldout.teacher_agreement`.)
 """
 from __future__ import annotations
 
@@ -9,6 +9,16 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
+
+from brivl.eval.backbone import TextBackboneModel
+from brivl.eval.retrieval import recall_at_k
+from brivl.eval.zeroshot import topk_hits, zero_shot_logits
+from brivl.lite.efficientnet_lite import load_efficientnet_lite
+
+from .heldout import heldout_views, teacher_top1
+from .recipe import heldout_sentence_pairs, sentence_pair
+from .synthesis import synthesize
 
 ZH_PROMPT = "一张{}的照片。"
 EVAL_SYNTH_SEED = 100_000  # far from the recipe's seeds (0 + batch index): these images are never trained on
@@ -16,8 +26,6 @@ EVAL_SYNTH_SEED = 100_000  # far from the recipe's seeds (0 + batch index): thes
 
 @torch.no_grad()
 def _zero_shot(model, views: Tensor, class_emb: Tensor, targets: Tensor) -> dict[str, float]:
-    from ..eval.zeroshot import topk_hits, zero_shot_logits
-
     if len(views) == 0:
         return {"top1": float("nan"), "top5": float("nan"), "images": 0}
     logits = zero_shot_logits(model, views, class_emb)
@@ -27,11 +35,6 @@ def _zero_shot(model, views: Tensor, class_emb: Tensor, targets: Tensor) -> dict
 def synthesized_eval_images(classes: list[int], size: int = 128, steps: int = 120, seed: int = EVAL_SYNTH_SEED,
                             progress: bool = False) -> Tensor:
     """Fresh DeepInversion images of `classes` (other seeds than the recipe's), upsampled to 224 px."""
-    from tqdm.auto import tqdm
-
-    from .efficientnet_lite import load_efficientnet_lite
-    from .synthesis import synthesize
-
     teacher = load_efficientnet_lite(0)
     out = []
     chunks = [classes[i:i + 16] for i in range(0, len(classes), 16)]
@@ -50,8 +53,6 @@ def chinese_zero_shot(model, names: Mapping[int, str], synthesized: Tensor | Non
     Two image sets: synthesized images of those classes (one per class, in `names` order; made when not
     given), and the held-out real photos and crops whose teacher top-1 is one of those classes.
     """
-    from .heldout import heldout_views, teacher_top1
-
     classes = list(names)
     class_emb = model.encode_text([template.format(names[c]) for c in classes])
     if synthesized is None:
@@ -73,10 +74,6 @@ def cross_lingual_retrieval(model, n: int = 200) -> dict[str, float]:
     The same numbers for the text backbone alone are returned as `backbone_*`, the reference the heads
     should keep close to.
     """
-    from ..eval.backbone import TextBackboneModel
-    from ..eval.retrieval import recall_at_k
-    from .recipe import heldout_sentence_pairs, sentence_pair
-
     pairs = [sentence_pair(t, c) for t, c in heldout_sentence_pairs(n)]
     en, zh = [p[0] for p in pairs], [p[1] for p in pairs]
     out = {}

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError
+from brivl.config import ConfigError
 
 EXTRA_PATCH_DIMS = 4  # -sum(f), K, -K, 0 (the zero pads the width to a multiple of 4 heads for 1280 + 4)
 EXTRA_EMBED_DIMS = 2  # the bias coordinate and the norm-equaliser

@@ -1,7 +1,7 @@
 """Train brivl-lite's text head (self-attention + MLP over the frozen e5 backbone) onto the classifier's class targets.
 
 The backbone's hidden states of every corpus text are cached once (shards, resumable); the head then learns
-to put each text on the unit target of the classes it names (`brivl.lite.classifier_space`): a cross-entropy
+to put each text on the unit target of the classes it names (`recipes.brivl_lite.classifier_space`): a cross-entropy
 over all 1000 class targets (so classes stay apart) plus 1 - cosine to the text's own target (so a class prompt
 lands on the direction a render climbs). Training resumes from its last checkpoint, exactly.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
-from ..config import ConfigError
+from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
+from brivl.config import ConfigError
+from brivl.errors import DivergedError
+from brivl.model.blocks import masked_mean
+from brivl.nested_state import load_nested, save_nested
 from .text_corpus import Text
 
 log = logging.getLogger("brivl.build")
@@ -29,8 +34,6 @@ SHARD = 2048
 @torch.no_grad()
 def cache_hidden_states(model, texts: list[str], folder: Path, batch: int = 64, progress: bool = True) -> Path:
     """The frozen backbone's last hidden states of each text (fp16, unpadded), in shards; finished shards are kept."""
-    from tqdm.auto import tqdm
-
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "texts.json"
     if record.is_file():
@@ -133,10 +136,6 @@ def _lr(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def _save_checkpoint(model, opt: torch.optim.Optimizer, out: Path, step: int) -> None:
     """head + optimizer into ckpt-STEP/, then state.json names it, then older checkpoints go."""
-    import shutil
-
-    from ..nested_state import save_nested
-
     ckpt = out / f"ckpt-{step:07d}"
     ckpt.mkdir(exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.textencoder.learnable.state_dict().items()}
@@ -152,10 +151,6 @@ def train_text_head(model, cache: HiddenCache, labels: Tensor, targets: Tensor, 
                     batch: int, lr: float, warmup: int, temperature: float, cosine_weight: float, seed: int,
                     save_every: int = 200, progress: bool = True) -> dict[str, Any]:
     """Train the head in `model` in place; checkpoints in `out` (resumes from the last one); returns the last metrics."""
-    from tqdm.auto import tqdm
-
-    from ..nested_state import load_nested
-
     if len(cache) != len(labels):
         raise ConfigError(f"{len(cache)} cached texts but {len(labels)} label rows")
     out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +182,7 @@ def train_text_head(model, cache: HiddenCache, labels: Tensor, targets: Tensor, 
             group["lr"] = _lr(step, steps, lr, warmup)
         loss, metrics = head_loss(model, hidden, mask, labels[idx], targets, temperature, cosine_weight)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"text-head loss is {float(loss)} at step {step}; lower lr (now {lr})")
+            raise DivergedError(f"text-head loss is {float(loss)} at step {step}; lower lr (now {lr})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -216,8 +211,6 @@ def refit_output_layer(model, cache: HiddenCache, labels: Tensor, targets: Tenso
     same texts lifts that to ~0.91 (brivl-lite: held-out teacher agreement top-1 52% -> 80%). The targets are
     scaled by the layer's mean output norm, so the layer keeps its scale.
     """
-    from ..model.blocks import masked_mean
-
     text = model.textencoder.eval()
     mlp = text.learnable["textFC"]
     hidden, norms = [], []
@@ -234,7 +227,7 @@ def refit_output_layer(model, cache: HiddenCache, labels: Tensor, targets: Tenso
     gram += ridge * torch.trace(gram) / len(gram) * torch.eye(len(gram), dtype=gram.dtype)
     solution = torch.linalg.solve(gram, h.T @ (own * float(torch.cat(norms).mean())))
     if not torch.isfinite(solution).all():
-        raise FloatingPointError("the least-squares text layer is not finite; raise the ridge")
+        raise DivergedError("the least-squares text layer is not finite; raise the ridge")
     mlp.fc2.weight.copy_(solution[:-1].T.float())
     mlp.fc2.bias.copy_(solution[-1].float())
     after = float((F.normalize((h @ solution).float(), dim=-1) * own).sum(-1).mean())
