@@ -2,16 +2,16 @@
 
 Stages, each resumable under the work folder:
 1. corpus  - every ImageNet class named many ways, English and Chinese, plus two-class sentences
-             (`brivl.lite.text_corpus`); the held-out cross-lingual sentences are left out;
-2. cache   - the frozen e5 backbone's hidden states of every text (`brivl.lite.text_head.cache_hidden_states`);
+             (`recipes.brivl_lite.text_corpus`); the held-out cross-lingual sentences are left out;
+2. cache   - the frozen e5 backbone's hidden states of every text (`recipes.brivl_lite.text_head.cache_hidden_states`);
 3. image   - the image head in closed form: its embedding is the MSPP-pooled feature direction plus a constant
-             (`brivl.lite.classifier_space.set_image_head`); its constant K is measured on procedural images;
+             (`recipes.brivl_lite.classifier_space.set_image_head`); its constant K is measured on procedural images;
 4. text    - the text head trained onto the classifier's class targets [W_k - w; b_k - b; z_k] / R, then its
              last layer refit in closed form (ridge regression onto the same targets);
 5. export  - the heads as fp16 safetensors + config (the package's brivl-lite);
 6. eval    - teacher agreement on the held-out real photos, held-out sentence accuracy, cross-lingual Recall@1.
 
-Recipe version 1 (MoCo + distillation on DeepInversion images, `brivl.lite.recipe`) reached 35.1% teacher
+Recipe version 1 (MoCo + distillation on DeepInversion images, `recipes.brivl_lite.recipe`) reached 35.1% teacher
 top-1 and rendered the same texture for every prompt (issue 15); its numbers stay in the README for comparison.
 """
 from __future__ import annotations
