@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+# The recipes are the checkout's recipes/ (a wheel installs them as brivl_recipes): a bench run from the
+# repository imports them by that source name, with the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # (prompt, ImageNet short class name as brivl.lite.efficientnet_lite.short_class_names() spells it)
 CONCEPTS = (

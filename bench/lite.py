@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The recipes are the checkout's recipes/ (a wheel installs them as brivl_recipes): a bench run from the
+# repository imports them by that source name, with the repository root on the path.
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
