@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from viz.vqgan import VQGANError, load_vqgan
+from brivl.viz.vqgan import VQGANError, load_vqgan
 
 from .errors import StudioInputError, check_image_file
 from .models import ModelPool

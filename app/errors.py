@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from brivl.errors import BrivlError, UserInputError
 from brivl.images import load_image
 from brivl.inputs import InputError
-from viz.settings import STUDIO_LIMITS, RenderSettings
+from brivl.viz.settings import STUDIO_LIMITS, RenderSettings
 
 log = logging.getLogger("brivl.studio")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from viz.figures import to_uint8
+from brivl.viz.figures import to_uint8
 
 _ROOT: list[Path] = []
 

@@ -106,7 +106,7 @@ def run(model, judge: Judge, *, concepts=CONCEPTS, steps: int = 256, size: int |
         batch: int = 8, param: str = "fft", decorrelate: bool = True, lr: float = 0.05, k: int = 5,
         progress: bool | None = None, vqgan=None, cutn: int = 8, copies: int = 1) -> tuple[dict, torch.Tensor]:
     """Render every concept with viz.imagine (`batch` prompts per batch) and judge them; (results, images)."""
-    import viz
+    from brivl import viz
 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
@@ -162,7 +162,7 @@ def run(model, judge: Judge, *, concepts=CONCEPTS, steps: int = 256, size: int |
 
 def write(results: dict, images: torch.Tensor, out_dir: str | Path, model_label: str) -> tuple[Path, Path]:
     """imagine_accuracy.json and imagine_accuracy.png (renders titled by prompt, judge's top-1 below) in out_dir."""
-    from viz.figures import save_grid, write_json
+    from brivl.viz.figures import save_grid, write_json
 
     out = Path(out_dir)
     items = results["items"]
@@ -206,7 +206,7 @@ def main() -> None:
         concepts = chinese_concepts(concepts)
     vqgan = None
     if args.vqgan:
-        from viz.vqgan import load_vqgan
+        from brivl.viz.vqgan import load_vqgan
 
         vqgan = load_vqgan(args.vqgan, device=args.device)
     results, images = run(model, Judge(args.judge, args.device), concepts=concepts, steps=args.steps,

@@ -29,9 +29,9 @@ PROMPTS = (
 def main() -> None:
     """Render every prompt and write the grid and JSON."""
     import brivl
-    import viz
+    from brivl import viz
     from imagine_accuracy import Judge
-    from viz.figures import save_grid, write_json
+    from brivl.viz.figures import save_grid, write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="brivl-lite")

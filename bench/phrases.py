@@ -64,7 +64,7 @@ def load_model(name: str, device: str):
 
 
 def time_build(model, phrases, folder: Path, batch_size: int) -> tuple[float, object]:
-    from viz.phrases import build_index
+    from brivl.viz.phrases import build_index
 
     t0 = time.perf_counter()
     index = build_index(model, folder, phrases, batch_size=batch_size, progress=False)
@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from brivl.eval import TextBackboneModel
-    from viz.phrases import model_fingerprint, read_phrases, topk_cosine
+    from brivl.viz.phrases import model_fingerprint, read_phrases, topk_cosine
 
     device = torch.device(args.device)
     model = load_model(args.model, args.device)

@@ -52,7 +52,7 @@ def bare_steps_per_s(model, batch: int, size: int, steps: int) -> float:
 
 def render_seconds(model, prompts: list[str], size: int, steps: int, seed: int = 0) -> float:
     """Seconds for viz.imagine on the prompts as one batch (text embeddings included), after a 1-step warm-up."""
-    import viz
+    from brivl import viz
 
     device = _device(model)
     opts = {"size": size, "seed": seed, "progress": False}

@@ -40,7 +40,7 @@ def _child_peak(kind: str, model_name: str, vqgan_name: str, size: int, cutn: in
     sampled every millisecond (ru_maxrss would be the loading's own peak, often higher than the run's)."""
     torch.set_num_threads(threads)
     import brivl
-    from viz.vqgan import load_vqgan
+    from brivl.viz.vqgan import load_vqgan
 
     model, vqgan = brivl.load(model_name), load_vqgan(vqgan_name)
     model.encode_text(["warm-up"])
@@ -104,7 +104,7 @@ def bare_step_s(model, vqgan, size: int, cutn: int, cut_size: int, steps: int) -
 
 def inversion_step_s(model, vqgan, size: int, cutn: int, cut_size: int, steps: int) -> tuple[float, float]:
     """(seconds per step, peak MB) of viz.vqgan_imagine, from the time between its first and last callback."""
-    from viz.vqgan_imagine import vqgan_imagine
+    from brivl.viz.vqgan_imagine import vqgan_imagine
 
     device = vqgan.codebook.device
     marks: dict[int, float] = {}
@@ -167,7 +167,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import brivl
-    from viz.vqgan import load_vqgan
+    from brivl.viz.vqgan import load_vqgan
 
     model = brivl.load(args.model, device=args.device)
     vqgan = load_vqgan(args.vqgan, device=args.device)

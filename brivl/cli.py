@@ -379,7 +379,7 @@ def register_core(sub) -> None:
 # never imports them by name (brivl does not depend on viz, the recipes or the studio); one that is not
 # installed (a core install without the [viz] or [studio] extra) adds no commands. Each floor is named as a
 # wheel installs it, then as the repository's folder (pyproject.toml's package-dir says why they differ).
-FLOORS = (("viz.cli",), ("brivl_recipes.cli", "recipes.cli"), ("brivl_studio.cli", "app.cli"))
+FLOORS = (("brivl.viz.cli",), ("brivl_recipes.cli", "recipes.cli"), ("brivl_studio.cli", "app.cli"))
 
 
 def _floor_modules() -> list:

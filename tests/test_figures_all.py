@@ -14,7 +14,7 @@ def _random_vqgan():
     """A small VQGAN with random weights: Fig. 3's machinery runs without the embedded one."""
     import torch
 
-    from viz.vqgan import VQGAN, VQGANConfig
+    from brivl.viz.vqgan import VQGAN, VQGANConfig
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -25,7 +25,7 @@ def _random_vqgan():
 
 @pytest.mark.slow
 def test_regenerate_all_writes_every_figure_and_an_index(tiny, tmp_path, monkeypatch):
-    from viz.figures_all import ALL, regenerate_all
+    from brivl.viz.figures_all import ALL, regenerate_all
 
     monkeypatch.setenv("BRIVL_CACHE", str(tmp_path / "cache"))  # phrase indexes of this test stay here
     out = tmp_path / "figs"

@@ -129,7 +129,7 @@ def test_pth_with_a_huge_bytearray_is_refused_by_name_within_small_memory(tmp_pa
 def test_ckpt_with_list_of_range_is_refused_by_name_within_small_memory(tmp_path):
     import torch
 
-    from viz.vqgan import VQGANError, read_ckpt
+    from brivl.viz.vqgan import VQGANError, read_ckpt
 
     path = tmp_path / "big.ckpt"
     torch.save({"state_dict": {}, "epoch": _Alloc(list, range(50_000_000))}, path)
@@ -329,7 +329,7 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_old_file(tmp_path, mon
 
 
 def test_phrase_file_with_invalid_utf8_is_one_line(tmp_path, capsys):
-    from viz.phrases import PhraseIndexError, read_phrases
+    from brivl.viz.phrases import PhraseIndexError, read_phrases
 
     phrases = tmp_path / "phrases.txt"
     phrases.write_bytes("sea\nsunset\n".encode() + b"caf\xe9\n")
@@ -437,7 +437,7 @@ def test_studio_file_route_serves_no_file_outside(client, studio_dirs):
 
 
 def test_vqgan_yaml_errors_do_not_quote_the_file(tmp_path):
-    from viz.vqgan import VQGANError, read_taming_yaml
+    from brivl.viz.vqgan import VQGANError, read_taming_yaml
 
     bad = tmp_path / "m.yaml"
     bad.write_text("model:\n  params: [unclosed-secret-value\n")

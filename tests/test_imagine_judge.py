@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import brivl
-import viz
+from brivl import viz
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from imagine_accuracy import Judge, concept_indices  # noqa: E402

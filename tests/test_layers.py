@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FRONT_ENDS = ("viz", "app", "recipes", "gradio", "deepspeed", "umap", "open_clip", "matplotlib", "kornia")
 
 
+def top_name(module: str) -> str:
+    """The floor or distribution a dotted module name belongs to: `brivl.viz...` is viz (installed under brivl)."""
+    return "viz" if module == "brivl.viz" or module.startswith("brivl.viz.") else module.split(".")[0]
+
+
 def _modules(package: str) -> dict[str, Path]:
     mods = {}
     for path in sorted((ROOT / package).rglob("*.py")):
@@ -61,7 +66,7 @@ def import_edges(package: str = "brivl") -> tuple[dict[str, set[str]], list[tupl
             if id(node) in skip or not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             for target in _imported_names(name, path, node):
-                if target.split(".")[0] in FRONT_ENDS:
+                if top_name(target) in FRONT_ENDS:
                     foreign.append((name, node.lineno, target))
                 while target:  # the module itself and every package file above it
                     if target in mods and target != name and not name.startswith(target + "."):
@@ -95,9 +100,9 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 def test_import_brivl_loads_no_front_end_or_heavy_extra():
     code = ("import json, sys; import brivl; "
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+            "print(json.dumps(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    loaded = set(json.loads(out.stdout))
+    loaded = {top_name(m) for m in json.loads(out.stdout)}
     assert "brivl" in loaded
     assert not loaded & {"viz", "app", "recipes", "gradio", "deepspeed", "umap"}, loaded & set(FRONT_ENDS)
     assert not loaded & set(FRONT_ENDS), loaded & set(FRONT_ENDS)
@@ -113,12 +118,27 @@ def test_brivl_import_graph_has_no_cycle():
 def test_brivl_imports_no_floor_above_it():
     """The core never imports viz, the recipes or the studio (the CLI finds their commands by module name)."""
     _, foreign = import_edges("brivl")
-    assert not [f for f in foreign if f[2].split(".")[0] in ("viz", "app", "recipes")], foreign
+    assert not [f for f in foreign if top_name(f[2]) in ("viz", "app", "recipes")], foreign
 
 
 def test_viz_imports_neither_the_studio_nor_the_recipes():
     _, foreign = import_edges("viz")
-    assert not [f for f in foreign if f[2].split(".")[0] in ("app", "recipes")], foreign
+    assert not [f for f in foreign if top_name(f[2]) in ("app", "recipes")], foreign
+
+
+def test_brivl_viz_is_the_only_name_of_viz():
+    """Code imports viz as `brivl.viz` (what a wheel installs); a bare `import viz` would load a second copy."""
+    bare = []
+    for package in ("brivl", "viz", "app", "recipes", "tests", "bench"):
+        for name, path in _modules(package).items():
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import) and any(top_name(a.name) == "viz" and a.name.split(".")[0] == "viz"
+                                                        for a in node.names):
+                    bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+                elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "viz":
+                    bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bare, bare
+    assert top_name("brivl.viz.render") == "viz" and top_name("brivl.vizzy") == "brivl"
 
 
 def test_cycle_finder_finds_a_cycle():

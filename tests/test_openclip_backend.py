@@ -107,7 +107,7 @@ def test_eval_suite_and_phrase_index_run_on_openclip(clip, tmp_path):
     from PIL import Image
 
     from brivl.eval import read_class_folders, zero_shot_classification
-    from viz import phrases as P
+    from brivl.viz import phrases as P
 
     for name, colour in (("red", (255, 0, 0)), ("green", (0, 255, 0)), ("blue", (0, 0, 255))):
         (tmp_path / "c" / name).mkdir(parents=True)

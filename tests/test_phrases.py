@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from brivl.cli import main
-from viz import phrase_map as M
-from viz import phrases as P
+from brivl.viz import phrase_map as M
+from brivl.viz import phrases as P
 
 WORDS = ("sports football basketball tennis soccer golf hockey rugby swimming running cycling boxing skiing stadium "
          "athlete coach referee team league match champion trophy medal race training fitness gym automobile car "
@@ -167,7 +167,7 @@ def test_backbone_model_is_a_separate_text_model(tiny, tmp_path, words):
 
 
 def test_fonts_found_or_a_clear_fallback(tmp_path, monkeypatch):
-    from viz import fonts
+    from brivl.viz import fonts
 
     font = fonts.find_cjk_font()
     if font is not None:  # an installed CJK font must really draw the probe characters

@@ -4,7 +4,7 @@ import pytest
 from app.errors import StudioInputError, check_render
 from brivl.cli import main
 from brivl.errors import UserInputError
-from viz.settings import LIMITS, STUDIO_LIMITS, RenderSettings
+from brivl.viz.settings import LIMITS, STUDIO_LIMITS, RenderSettings
 
 
 def test_the_studio_limits_are_the_command_lines_narrowed():

@@ -179,7 +179,7 @@ def test_eight_concurrent_clients_each_get_their_own_image(url):
 def test_vqgan_tab_inverts_through_a_vqgan_folder(client, tmp_path):
     from test_figures_all import _random_vqgan
 
-    from viz.vqgan import save_vqgan
+    from brivl.viz.vqgan import save_vqgan
 
     folder = tmp_path / "vqgan-random"
     save_vqgan(_random_vqgan(), folder)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from viz import attribution as A
+from brivl.viz import attribution as A
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

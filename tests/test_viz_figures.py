@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from viz import figures
+from brivl.viz import figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Typed in from the paper (Fig. 2 caption and the Results text), not copied from viz.figures.
+# Typed in from the paper (Fig. 2 caption and the Results text), not copied from brivl.viz.figures.
 PAPER_PROMPTS = {
     "a": ["nature", "time", "science", "dream"],
     "b": ["Every cloud has a silver lining.",
@@ -122,8 +122,8 @@ def test_imagine_accuracy_runs_on_tiny_and_writes_json_and_grid(tiny, tmp_path):
 
 
 def test_grid_text_with_chinese_uses_a_cjk_font():
-    from viz.figures import _text_font
-    from viz.fonts import covers, find_cjk_font
+    from brivl.viz.figures import _text_font
+    from brivl.viz.fonts import covers, find_cjk_font
 
     assert _text_font(["a goldfish", "judge: goldfish"])(8) == {"fontsize": 8}
     chinese = _text_font(["+ 金鱼"])(8)

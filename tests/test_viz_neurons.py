@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from viz import neurons as N
+from brivl.viz import neurons as N
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

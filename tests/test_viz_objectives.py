@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from viz import objectives as O
+from brivl.viz import objectives as O
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from viz import param as P
+from brivl.viz import param as P
 
 
 @pytest.mark.parametrize("kind", ["fft", "pixel"])

@@ -3,11 +3,11 @@ import torch
 from torch import nn
 
 import brivl
-import viz
-from viz import objectives as O
-from viz.param import image
-from viz.relu_redirect import redirected_relus
-from viz.render import render
+from brivl import viz
+from brivl.viz import objectives as O
+from brivl.viz.param import image
+from brivl.viz.relu_redirect import redirected_relus
+from brivl.viz.render import render
 
 
 def _dead_net():

@@ -9,8 +9,8 @@ not the image prior.
 import pytest
 import torch
 
-import viz
-from viz import objectives as O
+from brivl import viz
+from brivl.viz import objectives as O
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

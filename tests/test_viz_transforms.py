@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from viz import transforms as T
+from brivl.viz import transforms as T
 
 ALL = {
     "pad": T.Pad(4),

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from viz.vqgan import (
+from brivl.viz.vqgan import (
     VQGAN,
     VQGANConfig,
     VQGANError,
@@ -153,7 +153,7 @@ def test_clamp_with_grad_pulls_outside_values_back():
 def test_embedded_vqgan_ships_small_and_reconstructs_held_out_photos():
     pytest.importorskip("skimage")
     from recipes.brivl_lite.heldout import heldout_photos, square_view
-    from viz.vqgan import LITE_FOLDER, WEIGHTS_NAME, psnr
+    from brivl.viz.vqgan import LITE_FOLDER, WEIGHTS_NAME, psnr
 
     assert (LITE_FOLDER / WEIGHTS_NAME).stat().st_size <= 25 * 2**20
     model = load_vqgan("lite")

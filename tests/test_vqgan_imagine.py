@@ -8,8 +8,8 @@ rise is measured: see tests/test_viz_render.py).
 import pytest
 import torch
 
-from viz.vqgan import VQGAN, VQGANConfig
-from viz.vqgan_imagine import (
+from brivl.viz.vqgan import VQGAN, VQGANConfig
+from brivl.viz.vqgan_imagine import (
     MakeCutouts,
     parse_prompt,
     prompts,
@@ -126,7 +126,7 @@ def test_models_are_left_untouched(tiny, vq):
 
 
 def _folder(vq, tmp_path):
-    from viz.vqgan import save_vqgan
+    from brivl.viz.vqgan import save_vqgan
 
     return str(save_vqgan(vq, tmp_path / "vq"))
 

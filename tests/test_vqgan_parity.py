@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from viz.vqgan import load_taming, load_vqgan, save_vqgan
+from brivl.viz.vqgan import load_taming, load_vqgan, save_vqgan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from viz.vqgan import VQGANError, load_vqgan
+from brivl.viz.vqgan import VQGANError, load_vqgan
 from recipes.vqgan_lite.build import EMACodebook, VQGANBuildConfig, build_vqgan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,7 +45,7 @@ def test_build_makes_images_trains_resumes_and_exports(tmp_path):
 
 
 def test_ema_codebook_restarts_dead_codes():
-    from viz.vqgan import VQGAN, VQGANConfig
+    from brivl.viz.vqgan import VQGAN, VQGANConfig
 
     model = VQGAN(VQGANConfig(**TINY_MODEL))
     ema = EMACodebook(model, decay=0.5, dead_after=0.5)
@@ -58,7 +58,7 @@ def test_ema_codebook_restarts_dead_codes():
 
 
 def test_missing_lite_vqgan_says_how_to_build_it(monkeypatch, tmp_path):
-    import viz.vqgan as V
+    import brivl.viz.vqgan as V
 
     monkeypatch.setattr(V, "LITE_FOLDER", tmp_path)
     with pytest.raises(VQGANError, match="build-vqgan"):

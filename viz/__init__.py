@@ -1,7 +1,8 @@
-"""viz: model-agnostic interpretability for TwoTower models (network and neuron visualisation, objectives).
+"""brivl.viz (the folder viz/; `from brivl import viz`): model-agnostic interpretability for TwoTower models (network and neuron visualisation, objectives).
 
 The floor above the core: may import brivl (its public modules), never recipes or app. Talks to a model only
-through the `brivl.TwoTower` protocol and its sub-protocols (brivl.twotower); `brivl` never imports `viz`.
+through the `brivl.TwoTower` protocol and its sub-protocols (brivl.twotower); the core never imports `brivl.viz`
+(`import brivl` leaves it unread).
 """
 from . import attribution, figures, objectives, param, transforms, vqgan
 from .network import imagine, neuron

@@ -5,8 +5,8 @@ import torch
 from brivl.eval import class_embeddings, zero_shot_logits
 from brivl.eval.suite import embed_image_files
 from brivl.images import load_images
-from viz import fonts
-from viz.neurons import image_files
+from brivl.viz import fonts
+from brivl.viz.neurons import image_files
 
 from .. import results
 from ..context import EXAMPLE_DIR, Studio, example_photos, model_choice, upload_image

@@ -1,7 +1,7 @@
 """Compare: the same prompt and settings imagined by two models side by side (e.g. brivl-lite and a checkpoint)."""
 import gradio as gr
 
-import viz
+from brivl import viz
 
 from .. import results
 from ..context import (

@@ -1,7 +1,7 @@
 """Imagine: a text (Chinese or English) -> network visualisation (viz.imagine), streamed step by step."""
 import gradio as gr
 
-import viz
+from brivl import viz
 from brivl.errors import UserInputError
 
 from ..context import (

@@ -2,10 +2,10 @@
 rank the images of a folder by that channel (viz.neurons.top_activating)."""
 import gradio as gr
 
-import viz
+from brivl import viz
 from brivl.images import load_images
-from viz import neurons as N
-from viz.figures import check_channels
+from brivl.viz import neurons as N
+from brivl.viz.figures import check_channels
 
 from .. import results
 from ..context import Studio, model_choice, render_controls, result_image, run_stop_buttons, wire_stop

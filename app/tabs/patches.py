@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from brivl.twotower import HasPatches
-from viz import attribution as A
+from brivl.viz import attribution as A
 
 from .. import results
 from ..context import Studio, example_photos, model_choice, result_image, upload_image

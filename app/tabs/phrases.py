@@ -4,8 +4,8 @@ import threading
 import gradio as gr
 from PIL import Image
 
-from viz import phrase_map as M
-from viz import phrases as P
+from brivl.viz import phrase_map as M
+from brivl.viz import phrases as P
 
 from .. import results
 from ..context import Studio, model_choice, result_image

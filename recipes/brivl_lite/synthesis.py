@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from brivl.errors import DivergedError
 from brivl.frozen import frozen
 from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
-from viz.objectives import squared_total_variation
-from viz.param import FFTImage
+from brivl.viz.objectives import squared_total_variation
+from brivl.viz.param import FFTImage
 
 # DeepInversion weights the first BN layer's statistics 10x: it sees nearly raw pixels, and matching its
 # statistics is what keeps colours and contrast natural.

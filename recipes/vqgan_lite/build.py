@@ -34,7 +34,7 @@ from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetens
 from brivl.config import ConfigError
 from brivl.errors import DivergedError
 from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, load_efficientnet_lite
-from viz.vqgan import (
+from brivl.viz.vqgan import (
     LITE_FOLDER,
     VQGAN,
     ResnetBlock,
