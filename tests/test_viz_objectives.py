@@ -189,3 +189,60 @@ def test_copies_of_each_image_average_the_objective_over_them(tiny):
     assert torch.allclose(O.evaluate(O.l2(), tiny, x, views), O.evaluate(O.l2(), tiny, x), atol=1e-7)
     with pytest.raises(ValueError, match="whole number"):
         O.evaluate(objective, tiny, x, views[:5])
+
+
+class _BNTower(torch.nn.Module):
+    """A two-layer conv net with BatchNorm, seen through encode_image: enough for the BN-statistics objective."""
+
+    image_size = 16
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, momentum=None), torch.nn.ReLU(),
+                                       torch.nn.Conv2d(4, 5, 3), torch.nn.BatchNorm2d(5, momentum=None))
+        # Running statistics (a cumulative average: momentum None) of images of mean 0.5, std 0.1 per pixel.
+        self.train()
+        with torch.no_grad():
+            for _ in range(50):
+                self.net(0.5 + 0.1 * torch.randn(16, 3, 16, 16))
+        self.eval()
+
+    def encode_image(self, x):
+        return self.net(x).mean(dim=(2, 3))
+
+    def feature_layers(self):
+        return {}
+
+
+def test_batchnorm_statistics_is_deepinversions_kl_with_the_first_layer_weighted():
+    model = _BNTower()
+    x = 0.5 + 0.3 * torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    value = O.evaluate(O.batchnorm_statistics(first_weight=10.0), model, x)
+    assert value.shape == (4,) and torch.all(value == value[0])  # one value for the batch
+    conv1, bn1, relu, conv2, bn2 = model.net
+    with torch.no_grad():
+        h1 = conv1(x)
+        h2 = conv2(relu(bn1(h1)))
+        expected = 10 * O.batchnorm_divergence(h1, bn1) + O.batchnorm_divergence(h2, bn2)
+        # The divergence is the Gaussian KL per channel: zero for statistics equal to the running ones.
+        mean, var = h1.mean((0, 2, 3)), h1.var((0, 2, 3), unbiased=False) + bn1.eps
+        run_var = bn1.running_var + bn1.eps
+        kl = 0.5 * (var / run_var + (mean - bn1.running_mean) ** 2 / run_var - 1 - torch.log(var / run_var))
+    assert torch.allclose(value[0], expected, rtol=1e-5)
+    assert torch.allclose(O.batchnorm_divergence(h1, bn1), kl.mean(), rtol=1e-5)
+    assert _hook_count(model) == 0
+    # Images from the distribution the statistics were gathered on score far lower than off-distribution ones.
+    matched = O.evaluate(O.batchnorm_statistics(), model, 0.5 + 0.1 * torch.randn(32, 3, 16, 16))[0]
+    assert matched < 0.1 * value[0], (matched, value[0])
+
+
+def test_batchnorm_statistics_composes_and_refuses_a_model_without_batchnorm():
+    model = _BNTower()
+    both = O.batchnorm_statistics() + O.l2()
+    assert len(both.hooks) == 1 and O.evaluate(both, model, torch.rand(2, 3, 16, 16)).shape == (2,)
+    no_bn = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3))
+    no_bn.encode_image = lambda x: no_bn(x).mean(dim=(2, 3))
+    with pytest.raises(ValueError, match="BatchNorm"):
+        O.evaluate(O.batchnorm_statistics(), no_bn, torch.rand(1, 3, 8, 8))
+    assert _hook_count(no_bn) == 0

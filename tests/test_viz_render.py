@@ -191,3 +191,28 @@ def test_copies_render_several_views_per_step_and_still_raise_the_cosine(tiny):
     assert out.history[-1, 0] > out.history[0, 0] + 0.1
     with pytest.raises(ValueError, match="copies"):
         viz.render(tiny, O.text_match("forest"), steps=1, copies=0)
+
+
+def test_optimizer_and_scheduler_factories_and_scheduled_transforms(tiny):
+    from brivl.viz import transforms as T
+    made, seen = [], []
+    coarse, fine = T.Compose([T.Resize(16)]), T.Compose([])
+
+    def pick(step, steps):
+        seen.append((step, steps))
+        return coarse if step < 2 else fine
+
+    def sgd(params):
+        made.append(torch.optim.SGD(params, lr=0.5))
+        return made[-1]
+
+    # A learning rate that drops to 0 after the first update: the images then stop moving.
+    stop_after_one = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 if step == 0 else 0.0)
+    calls = []
+    out = viz.render(tiny, O.text_match("forest"), steps=4, size=32, progress=False, every=1, optimizer=sgd,
+                     scheduler=stop_after_one, transforms=T.Schedule(pick), redirect_relu=False,
+                     callback=lambda step, images: calls.append(images))
+    assert len(made) == 1 and isinstance(made[0], torch.optim.SGD)
+    assert seen == [(s, 4) for s in range(4)]
+    assert not torch.equal(calls[0], calls[1])  # the first update moved the images
+    assert torch.equal(calls[1], calls[2]) and torch.equal(calls[2], out.images)  # lr 0 afterwards

@@ -11,6 +11,9 @@ ALL = {
     "scale": T.RandomScale(0.8, 1.2),
     "rotate": T.RandomRotate(20.0),
     "cutout": T.Cutout(2, 0.3),
+    "roll": T.Roll(6),
+    "flip": T.Flip(0.5),
+    "zoomcrop": T.ZoomCrop(0.5),
 }
 
 
@@ -91,6 +94,12 @@ def test_cutout_fills_square_holes_with_grey():
     assert holes.flatten(1).sum(dim=1).tolist() == [25, 25]  # one 5x5 square each
 
 
+def test_bad_arguments_are_refused_too():
+    for bad in (lambda: T.Roll(-1), lambda: T.Flip(1.5), lambda: T.ZoomCrop(1.0), lambda: T.Resize(0)):
+        with pytest.raises(ValueError):
+            bad()
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
         T.Jitter(40)(_images(size=32), torch.Generator())
@@ -98,3 +107,25 @@ def test_bad_arguments_are_refused():
         T.RandomScale(1.2, 0.8)
     with pytest.raises(ValueError):
         T.Cutout(1, 0.0)
+
+
+def test_roll_flip_and_zoomcrop_do_what_deepinversion_does():
+    x = _images(n=2, size=32)
+    rolled = T.Roll(4)(x, torch.Generator().manual_seed(3))
+    shifts = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+              if torch.equal(torch.roll(x, (dy, dx), dims=(2, 3)), rolled)]
+    assert len(shifts) == 1 and shifts[0] != (0, 0)  # one circular shift, the same for the whole batch
+    flips = [torch.equal(T.Flip(0.5)(x, torch.Generator().manual_seed(s)), x.flip(3)) for s in range(40)]
+    assert 10 < sum(flips) < 30  # about half the draws mirror
+    assert torch.equal(T.Flip(0.0)(x, torch.Generator()), x) and torch.equal(T.Flip(1.0)(x, torch.Generator()), x.flip(3))
+    sides = {T.ZoomCrop(0.5)(x, torch.Generator().manual_seed(s)).shape[-1] for s in range(30)}
+    assert min(sides) >= 16 and max(sides) <= 32 and len(sides) > 5  # crops of 1 - 0.5 u of the side
+
+
+def test_resize_and_schedule():
+    x = _images(n=2, size=32)
+    assert T.Resize(16)(x, torch.Generator()).shape == (2, 3, 16, 16)
+    assert T.Resize(32)(x, torch.Generator()) is x
+    low, full = T.Compose([T.Resize(8)]), T.Compose([])
+    schedule = T.Schedule(lambda step, steps: low if step < steps // 2 else full)
+    assert [schedule.at(s, 4) for s in range(4)] == [low, low, full, full]

@@ -39,17 +39,25 @@ class _Capture:
         return store
 
 
+# An objective's own forward hooks beyond named layer outputs: given the model and the step's capture, register
+# hooks that write into capture.outputs while capture.active, and return their handles (removed after the render).
+HookInstaller = Callable[[TwoTower, _Capture], list[torch.utils.hooks.RemovableHandle]]
+
+
 @contextmanager
-def capture_layers(model: TwoTower, layers: Sequence[str]) -> Iterator[_Capture]:
-    """Hook the named layers of model.feature_layers() for the duration of the block (hooks always removed)."""
+def capture_layers(model: TwoTower, layers: Sequence[str], hooks: Sequence[HookInstaller] = ()) -> Iterator[_Capture]:
+    """Hook the named layers of model.feature_layers() (and install `hooks`) for the block; always removed."""
     cap = _Capture()
-    if layers:
-        available = model.feature_layers()
-        missing = [name for name in layers if name not in available]
-        if missing:
-            raise UnknownNameError(f"layer(s) {missing} not in the model's feature_layers(); available: {sorted(available)}")
-        cap.handles = [available[name].register_forward_hook(cap.hook(name)) for name in layers]
     try:
+        for install in hooks:
+            cap.handles += install(model, cap)
+        if layers:
+            available = model.feature_layers()
+            missing = [name for name in layers if name not in available]
+            if missing:
+                raise UnknownNameError(f"layer(s) {missing} not in the model's feature_layers(); "
+                                       f"available: {sorted(available)}")
+            cap.handles += [available[name].register_forward_hook(cap.hook(name)) for name in layers]
         yield cap
     finally:
         for h in cap.handles:
@@ -113,11 +121,13 @@ def _number(k: object) -> float:
 class Objective:
     """A value per image [n] to maximise; composes with +, -, * and / by numbers, and unary minus."""
 
-    def __init__(self, fn: Callable[[Context], Tensor], name: str, layers: Sequence[str] = (), rows: int | None = None):
+    def __init__(self, fn: Callable[[Context], Tensor], name: str, layers: Sequence[str] = (), rows: int | None = None,
+                 hooks: Sequence[HookInstaller] = ()):
         self.fn = fn
         self.name = name
         self.layers = tuple(dict.fromkeys(layers))  # ordered, without repeats
         self.rows = rows  # the batch size this objective needs, or None if it fits any
+        self.hooks = tuple(dict.fromkeys(hooks))  # forward hooks of its own (e.g. BatchNorm statistics)
 
     def __call__(self, ctx: Context) -> Tensor:
         """The objective's value per image [n] (a scalar is broadcast to every row; values per view are averaged)."""
@@ -135,13 +145,13 @@ class Objective:
 
     def _join(self, other: Objective, op: Callable[[Tensor, Tensor], Tensor], sym: str) -> Objective:
         return Objective(lambda ctx: op(self(ctx), other(ctx)), f"{self.name} {sym} {other.name}",
-                         self.layers + other.layers, _merge_rows(self.rows, other.rows))
+                         self.layers + other.layers, _merge_rows(self.rows, other.rows), self.hooks + other.hooks)
 
     def __add__(self, other: Objective | float) -> Objective:
         if isinstance(other, Objective):
             return self._join(other, torch.add, "+")
         k = _number(other)
-        return Objective(lambda ctx: self(ctx) + k, f"{self.name} + {k:g}", self.layers, self.rows)
+        return Objective(lambda ctx: self(ctx) + k, f"{self.name} + {k:g}", self.layers, self.rows, self.hooks)
 
     def __radd__(self, other: float) -> Objective:
         # Python's sum() starts from 0; returning self keeps the name clean.
@@ -157,7 +167,7 @@ class Objective:
 
     def __mul__(self, other: float) -> Objective:
         k = _number(other)
-        return Objective(lambda ctx: k * self(ctx), f"{k:g} * ({self.name})", self.layers, self.rows)
+        return Objective(lambda ctx: k * self(ctx), f"{k:g} * ({self.name})", self.layers, self.rows, self.hooks)
 
     __rmul__ = __mul__
 
@@ -168,7 +178,7 @@ class Objective:
         return self * (1.0 / k)
 
     def __neg__(self) -> Objective:
-        return Objective(lambda ctx: -self(ctx), f"-({self.name})", self.layers, self.rows)
+        return Objective(lambda ctx: -self(ctx), f"-({self.name})", self.layers, self.rows, self.hooks)
 
     def on(self, rows: int | Sequence[int]) -> Objective:
         """This objective on the given batch rows only (zero elsewhere): one goal per row in a shared batch."""
@@ -179,12 +189,12 @@ class Objective:
             mask[rows] = True
             value = self(ctx)
             return torch.where(mask, value, torch.zeros_like(value))
-        return Objective(fn, f"({self.name})[rows {rows}]", self.layers, self.rows)
+        return Objective(fn, f"({self.name})[rows {rows}]", self.layers, self.rows, self.hooks)
 
 
 def evaluate(objective: Objective, model: TwoTower, images: Tensor, views: Tensor | None = None) -> Tensor:
     """The objective's values [n] for images (and their views, default the images), with hooks set and removed."""
-    with capture_layers(model, objective.layers) as cap:
+    with capture_layers(model, objective.layers, objective.hooks) as cap:
         return objective(Context(model, images, views, cap))
 
 
@@ -381,3 +391,56 @@ def total_variation() -> Objective:
         dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(dim=1)
         return dx + dy
     return Objective(fn, "total_variation")
+
+
+# --- BatchNorm statistics (DeepInversion) ------------------------------------------------------------------------
+
+def batchnorm_divergence(x: Tensor, bn: nn.BatchNorm2d) -> Tensor:
+    """KL(batch Gaussian || running Gaussian) of a BatchNorm layer's input [n, c, h, w], averaged over channels."""
+    # DeepInversion's plain ||mean - running_mean|| + ||var - running_var|| is dominated, in EfficientNet,
+    # by the few expanded layers whose running variances reach thousands; the per-channel Gaussian KL is
+    # scale-free, so every layer and channel counts alike. BN's own eps keeps dead channels finite.
+    mean = x.mean(dim=(0, 2, 3))
+    var = x.var(dim=(0, 2, 3), unbiased=False) + bn.eps
+    run_var = bn.running_var + bn.eps
+    ratio = var / run_var
+    return 0.5 * (ratio + (mean - bn.running_mean).square() / run_var - 1 - torch.log(ratio)).mean()
+
+
+_BN_KEY = "batchnorm:"  # capture.outputs keys of the per-layer divergences, "batchnorm:<index>"
+
+
+def batchnorm_layers(model: TwoTower) -> list[nn.BatchNorm2d]:
+    """Every BatchNorm2d with running statistics (timm's BatchNormAct2d subclasses it), in registration order."""
+    layers = ([m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.running_var is not None]
+              if isinstance(model, nn.Module) else [])
+    if not layers:
+        raise UserInputError("the model has no BatchNorm2d layers with running statistics to match")
+    return layers
+
+
+def _install_batchnorm_hooks(model: TwoTower, cap: _Capture) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hooks that store each BatchNorm input's divergence from the running statistics while cap.active."""
+    def hook(i: int) -> Callable[[nn.Module, tuple, object], None]:
+        def store(module: nn.Module, inputs: tuple, output: object) -> None:
+            if cap.active:
+                cap.outputs[f"{_BN_KEY}{i}"] = batchnorm_divergence(inputs[0], module)
+        return store
+    return [m.register_forward_hook(hook(i)) for i, m in enumerate(batchnorm_layers(model))]
+
+
+def batchnorm_statistics(first_weight: float = 10.0) -> Objective:
+    """How far the views' statistics at every BatchNorm input are from its running ones: a penalty to subtract.
+
+    DeepInversion's image prior (Yin et al., "Dreaming to Distill", CVPR 2020): the model's training data fixed
+    those statistics, so images that match them look like that data. The first layer (nearly raw pixels,
+    colours and contrast) counts `first_weight` times, as in DeepInversion. One value for the whole batch.
+    """
+    def fn(ctx: Context) -> Tensor:
+        ctx.image_embeddings()  # the forward pass that fills the hooks
+        terms = [v for k, v in ctx.capture.outputs.items() if k.startswith(_BN_KEY)]
+        if not terms:
+            raise UserInputError("no BatchNorm2d layer ran in the model's encode_image")
+        first = ctx.capture.outputs[f"{_BN_KEY}0"]
+        return torch.stack(terms).sum() + (first_weight - 1) * first
+    return Objective(fn, "batchnorm_statistics", hooks=(_install_batchnorm_hooks,))

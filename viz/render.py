@@ -20,7 +20,10 @@ from .param import Constrained, ImageParam, ParamKind, Sampled, image
 from .relu_redirect import redirected_relus
 
 ProgressCallback = Callable[[int, Tensor], None]
-TransformSpec = str | T.Compose | Sequence[T.Transform] | None
+TransformSpec = str | T.Compose | T.Schedule | Sequence[T.Transform] | None
+# What the loop optimises with, and how its learning rate moves: factories, so that the loop owns the instances.
+OptimizerFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 # The transforms draw from their own generator, seeded from `seed` with a fixed offset: the image's initial
 # noise and the transforms' draws then stay independent streams while one seed still fixes both.
@@ -54,8 +57,10 @@ def _device(model: TwoTower) -> torch.device:
     return torch.device("cpu")
 
 
-def _transforms(spec: TransformSpec, size: int) -> T.Compose:
-    """A Compose from "standard", None, a Compose or a list of transforms."""
+def _transforms(spec: TransformSpec, size: int) -> T.Compose | T.Schedule:
+    """A Compose (or a step-dependent Schedule) from "standard", None, a Compose, a Schedule or a list."""
+    if isinstance(spec, T.Schedule):
+        return spec
     if spec is None:
         return T.Compose([])
     if isinstance(spec, str):
@@ -110,6 +115,8 @@ def render(
     init: ImageParam | None = None,
     copies: int = 1,
     redirect_relu: bool = True,
+    optimizer: OptimizerFactory | None = None,
+    scheduler: SchedulerFactory | None = None,
 ) -> Render:
     """Maximise objective over a seeded batch of images; the model stays frozen and unchanged.
 
@@ -123,14 +130,11 @@ def render(
     `redirect_relu` lets gradients through ReLU/ReLU6 units for images that would otherwise get none
     (viz.relu_redirect) during the first REDIRECT_STEPS steps, so a render can start where the units it
     needs are dead, e.g. from a flat image.
+    `optimizer(params)` replaces the default `Adam(params, lr)`; `scheduler(optimizer)` (a torch LR scheduler,
+    stepped after every update) moves its learning rate, e.g. a cosine decay.
     """
     _check_numbers(steps, lr, copies)
-    n = _batch_size(objective, init.n if batch is None and init is not None else batch)
-    if init is None:
-        side = model.image_size if size is None else size
-        init = image(n, side, param, decorrelate, seed=seed, device=_device(model))
-    elif init.n != n:
-        raise UserInputError(f"init holds {init.n} images but the batch has {n}")
+    init = _initial_images(model, objective, init, batch, size, param, decorrelate, seed)
     params = [p for p in init.parameters() if p.requires_grad]
     tf = _transforms(transforms, min(init.height, init.width))
     g = torch.Generator().manual_seed(seed + _TRANSFORM_SEED_OFFSET)
@@ -139,13 +143,14 @@ def render(
         raise UserInputError(f"every must be >= 1, got {every}")
     if progress is None:
         progress = sys.stderr.isatty()  # a bar only on a terminal, never in logs or the app
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr) if optimizer is None else optimizer(params)
+    lr_schedule = scheduler(opt) if scheduler is not None else None
     history: list[Tensor] = []
 
     # Eval mode so BatchNorm uses its running statistics and never updates them; restored afterwards.
     with frozen(model):
         redirect = redirected_relus(model) if redirect_relu and isinstance(model, nn.Module) else nullcontext()
-        with redirect as redirecting, capture_layers(model, objective.layers) as cap, \
+        with redirect as redirecting, capture_layers(model, objective.layers, objective.hooks) as cap, \
                 tqdm(total=steps, disable=not progress, desc=objective.name[:40]) as bar:
             for step in range(steps):
                 if redirecting is not None:
@@ -155,12 +160,10 @@ def render(
                 _check_finite(images, "the image", step, steps, lr)
                 if callback is not None and step % every == 0:
                     callback(step, images.detach().clone())  # a copy: the callback may edit it freely
-                views = tf(images.repeat(copies, 1, 1, 1) if copies > 1 else images, g)
+                views = _views(tf, images, copies, g, step, steps)
                 value = objective(Context(model, images, views, cap))
                 _set_gradients(value, objective.name, params, step, steps, lr)
-                opt.step()
-                if isinstance(init, Constrained):
-                    init.after_step()
+                _update(opt, lr_schedule, init)
                 history.append(value.detach().cpu())
                 if progress:
                     bar.update(1)
@@ -171,6 +174,35 @@ def render(
         if callback is not None:
             callback(steps, final)
     return Render(final, torch.stack(history))
+
+
+def _views(tf: T.Compose | T.Schedule, images: Tensor, copies: int, g: torch.Generator, step: int, steps: int
+           ) -> Tensor:
+    """What the model sees this step: `copies` transformed copies of the images (copy-major)."""
+    step_tf = tf.at(step, steps) if isinstance(tf, T.Schedule) else tf
+    return step_tf(images.repeat(copies, 1, 1, 1) if copies > 1 else images, g)
+
+
+def _update(opt: torch.optim.Optimizer, lr_schedule: torch.optim.lr_scheduler.LRScheduler | None,
+            init: ImageParam) -> None:
+    """One optimiser step, then the learning-rate schedule's and the parameterisation's constraint's."""
+    opt.step()
+    if lr_schedule is not None:
+        lr_schedule.step()
+    if isinstance(init, Constrained):
+        init.after_step()
+
+
+def _initial_images(model: TwoTower, objective: Objective, init: ImageParam | None, batch: int | None,
+                    size: int | tuple[int, int] | None, param: ParamKind, decorrelate: bool, seed: int) -> ImageParam:
+    """The parameterisation to optimise: init checked against the batch, else a seeded one of the model's size."""
+    n = _batch_size(objective, init.n if batch is None and init is not None else batch)
+    if init is None:
+        side = model.image_size if size is None else size
+        return image(n, side, param, decorrelate, seed=seed, device=_device(model))
+    if init.n != n:
+        raise UserInputError(f"init holds {init.n} images but the batch has {n}")
+    return init
 
 
 def _set_gradients(value: Tensor, name: str, params: list[Tensor], step: int, steps: int, lr: float) -> None:

@@ -118,6 +118,84 @@ class Cutout:
         return torch.where(hole, torch.full_like(x, self.value), x)
 
 
+class Roll:
+    """Circular shift of the whole batch by up to `d` pixels on each axis (DeepInversion's jitter: no border)."""
+
+    def __init__(self, d: int):
+        if d < 0:
+            raise UserInputError(f"roll must be >= 0 pixels, got {d}")
+        self.d = d
+
+    def __call__(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """x rolled by one random (dy, dx) in [-d, d], the same for every image."""
+        if self.d == 0:
+            return x
+        dy, dx = (int(v) for v in torch.randint(-self.d, self.d + 1, (2,), generator=g))
+        return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+class Flip:
+    """Mirror the whole batch left-right with probability p."""
+
+    def __init__(self, p: float = 0.5):
+        if not 0 <= p <= 1:
+            raise UserInputError(f"flip probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """x, flipped or not by one draw for the batch."""
+        return torch.flip(x, dims=(3,)) if bool(torch.rand((), generator=g) < self.p) else x
+
+
+class ZoomCrop:
+    """A random square crop of (1 - zoom * u) of the side, u uniform in [0, 1], the same window for the batch."""
+
+    def __init__(self, zoom: float):
+        if not 0 <= zoom < 1:
+            raise UserInputError(f"zoom must be in [0, 1), got {zoom}")
+        self.zoom = zoom
+
+    def __call__(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """A crop of x; resize it afterwards (Resize) to feed the model a fixed size."""
+        if self.zoom == 0:
+            return x
+        side = min(x.shape[-2:])
+        crop = max(8, round(side * (1 - self.zoom * float(torch.rand((), generator=g)))))
+        top, left = (int(v) for v in torch.randint(0, side - crop + 1, (2,), generator=g))
+        return x[..., top:top + crop, left:left + crop]
+
+
+class Resize:
+    """Bilinear resize to size x size (antialiased when shrinking): the model's input size, or a coarser one."""
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise UserInputError(f"resize needs a positive size, got {size}")
+        self.size = size
+
+    def __call__(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """x at self.size (draws nothing from g)."""
+        if tuple(x.shape[-2:]) == (self.size, self.size):
+            return x
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                             antialias=self.size < min(x.shape[-2:]))
+
+
+class Schedule:
+    """Transforms that change with the step: `pick(step, steps)` returns the Compose to use at that step.
+
+    The render loop asks `at(step, steps)` every step, e.g. a coarse resolution for the first half of a render
+    (DeepInversion's multi-resolution schedule) and the full one afterwards.
+    """
+
+    def __init__(self, pick: Callable[[int, int], "Compose"]):
+        self.pick = pick
+
+    def at(self, step: int, steps: int) -> "Compose":
+        """The transforms of this step."""
+        return self.pick(step, steps)
+
+
 class Compose:
     """Transforms applied in order, with their own seeded generator unless one is passed in."""
 

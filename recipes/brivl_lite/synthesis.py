@@ -19,19 +19,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from brivl.errors import DivergedError
-from brivl.frozen import frozen
+from torch.optim.lr_scheduler import LambdaLR
+
+from brivl.errors import DivergedError, UserInputError
 from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
-from brivl.viz.objectives import squared_total_variation
+from brivl.viz import transforms as T
+from brivl.viz.objectives import Context, Objective, batchnorm_layers, batchnorm_statistics, squared_total_variation
 from brivl.viz.param import FFTImage
+from brivl.viz.render import RenderDivergedError, render
 
 # DeepInversion weights the first BN layer's statistics 10x: it sees nearly raw pixels, and matching its
 # statistics is what keeps colours and contrast natural.
 FIRST_BN_MULTIPLIER = 10.0
 # Adam betas of DeepInversion: a short momentum memory suits the jittered, ever-changing objective.
 ADAM_BETAS = (0.5, 0.9)
-# The image prior and its smoothness penalty are viz's: a colour-decorrelated, 1/f-scaled Fourier image
-# (viz.param.FFTImage) and the squared neighbour differences (viz.objectives.squared_total_variation).
+# The loop, the image prior and the BN-statistics term are viz's: viz.render on a colour-decorrelated, 1/f-scaled
+# Fourier image (viz.param.FFTImage), viz.objectives.batchnorm_statistics, and the squared neighbour differences
+# (viz.objectives.squared_total_variation). What is DeepInversion's own here: the classifier's cross-entropy, the
+# weights, the augmentations and their two-resolution schedule, Adam's betas and the cosine learning rate.
 _total_variation = squared_total_variation  # a module name, so a test can poison it
 
 
@@ -42,112 +47,93 @@ class SynthesisDivergedError(DivergedError):
 def _check_args(classes: Sequence[int], size: int, steps: int, lr: float, jitter: int, zoom: float,
                 lowres_fraction: float, weights: dict[str, float]) -> None:
     if len(classes) == 0:
-        raise ValueError("classes must name at least one target class")
+        raise UserInputError("classes must name at least one target class")
     if size < 32:
-        raise ValueError(f"size must be at least 32 pixels, got {size}")
+        raise UserInputError(f"size must be at least 32 pixels, got {size}")
     if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+        raise UserInputError(f"steps must be at least 1, got {steps}")
     if not 0 <= jitter < size // 2:
-        raise ValueError(f"jitter must be in [0, size // 2), got {jitter} for size {size}")
+        raise UserInputError(f"jitter must be in [0, size // 2), got {jitter} for size {size}")
     if not 0.0 <= zoom < 1.0:
-        raise ValueError(f"zoom must be in [0, 1), got {zoom}")
+        raise UserInputError(f"zoom must be in [0, 1), got {zoom}")
     if not 0.0 <= lowres_fraction < 1.0:
-        raise ValueError(f"lowres_fraction must be in [0, 1), got {lowres_fraction}")
+        raise UserInputError(f"lowres_fraction must be in [0, 1), got {lowres_fraction}")
     for name, value in weights.items():
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+            raise UserInputError(f"{name} must be a finite number >= 0, got {value}")
     if not (math.isfinite(lr) and lr > 0):  # Adam would reject a NaN lr less clearly
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        raise UserInputError(f"lr must be a finite number > 0, got {lr}")
 
 
-def _bn_divergence(x: Tensor, bn: nn.BatchNorm2d) -> Tensor:
-    """KL(batch Gaussian || running Gaussian) of a BN input, averaged over channels."""
-    # DeepInversion's plain ||mean - running_mean|| + ||var - running_var|| is dominated, in EfficientNet,
-    # by the few expanded layers whose running variances reach thousands; the per-channel Gaussian KL is
-    # scale-free, so every layer and channel counts alike. BN's own eps keeps dead channels finite.
-    mean = x.mean(dim=(0, 2, 3))
-    var = x.var(dim=(0, 2, 3), unbiased=False) + bn.eps
-    run_var = bn.running_var + bn.eps
-    ratio = var / run_var
-    return 0.5 * (ratio + (mean - bn.running_mean).square() / run_var - 1 - torch.log(ratio)).mean()
+class _Teacher(nn.Module):
+    """A classifier seen through the render loop's TwoTower door: encode_image gives its logits."""
+
+    def __init__(self, classifier: nn.Module, mean: Sequence[float], std: Sequence[float], size: int):
+        super().__init__()
+        self.classifier = classifier
+        self.image_size = size
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, pixels: Tensor) -> Tensor:
+        """[0, 1] pixels in the classifier's input space."""
+        return (pixels - self.mean) / self.std
+
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        """The classifier's logits [n, classes] for [0, 1] pixels."""
+        return self.classifier(self.normalise(pixels))
+
+    def feature_layers(self) -> dict[str, nn.Module]:
+        """No named layers: the synthesis objective needs the logits and the BatchNorm inputs only."""
+        return {}
 
 
-class _BNStatistics:
-    """Forward hooks on every BatchNorm2d that measure how far the batch statistics of its input are from
-    the running statistics; taken off again by `remove()`."""
-
-    def __init__(self, model: nn.Module):
-        self.losses: list[Tensor] = []
-        self.active = False  # only the synthesis forward passes count, not a callback's own teacher calls
-        # timm's BatchNormAct2d subclasses BatchNorm2d, so this finds every BN of the EfficientNets too.
-        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.running_var is not None]
-        if not self.layers:
-            raise ValueError("the teacher has no BatchNorm2d layers with running statistics to match")
-        self.first = self.layers[0]  # the first registered BN: the stem's, in timm and torchvision models
-        self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
-
-    def _hook(self, module: nn.BatchNorm2d, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        if not self.active:
-            return
-        loss = _bn_divergence(inputs[0], module)
-        self.losses.append(loss * FIRST_BN_MULTIPLIER if module is self.first else loss)
-
-    def collect(self) -> Tensor:
-        """Sum of the divergences recorded since the last call (and clear them)."""
-        if not self.losses:
-            raise RuntimeError("no BatchNorm2d layer ran in the teacher's forward pass")
-        total = torch.stack(self.losses).sum()
-        self.losses = []
-        return total
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-    def __enter__(self) -> "_BNStatistics":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
+def _augmentations(size: int, jitter: int, zoom: float, lowres_steps: int) -> T.Schedule:
+    """DeepInversion's views: circular shift, flip and a zoomed crop, at half resolution for the first steps."""
+    # Half resolution first: 4x cheaper steps that settle the large structures (layout, colour regions);
+    # full resolution afterwards adds texture and detail (DeepInversion's multi-resolution schedule). Half the
+    # shift while at half resolution (as DeepInversion does): over two seeds the images then kept more of their
+    # class when upsampled to 224 px (target probability 0.80 vs 0.74). The random crop of (1 - zoom)..1 of the
+    # side: without it the images only work at their own scale (resized to the teacher's 224 px most lost their
+    # class); with it they survive the resizes and crops that a student's data pipeline applies.
+    low = T.Compose([T.Roll(jitter // 2), T.Flip(), T.ZoomCrop(zoom), T.Resize(size // 2)])
+    full = T.Compose([T.Roll(jitter), T.Flip(), T.ZoomCrop(zoom), T.Resize(size)])
+    return T.Schedule(lambda step, steps: low if step < lowres_steps else full)
 
 
-def _augment(x: Tensor, jitter: int, zoom: float, out_size: int, g: torch.Generator) -> Tensor:
-    """Random shift, flip and zoomed crop of the whole batch, resized to out_size: what the teacher sees."""
-    # DeepInversion's circular shift and flip stop the optimiser from fitting one exact pixel grid.
-    if jitter > 0:
-        dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g))
-        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-    if bool(torch.rand((), generator=g) < 0.5):
-        x = torch.flip(x, dims=(3,))
-    # A random crop of (1 - zoom)..1 of the side, resized: without it the images only work at their own
-    # scale (resized to the teacher's 224 px most lost their class); with it they survive the resizes and
-    # crops that a student's data pipeline applies.
-    side = x.shape[-1]
-    if zoom > 0:
-        crop = max(8, round(side * (1 - zoom * float(torch.rand((), generator=g)))))
-        top, left = (int(v) for v in torch.randint(0, side - crop + 1, (2,), generator=g))
-        x = x[..., top:top + crop, left:left + crop]
-    if x.shape[-1] != out_size:
-        x = F.interpolate(x, size=(out_size, out_size), mode="bilinear", align_corners=False,
-                          antialias=out_size < x.shape[-1])
-    return x
+def _objective(teacher: _Teacher, targets: Tensor, weights: dict[str, float],
+               history: list[dict[str, float]] | None) -> Objective:
+    """-(cross-entropy + bn * BN statistics + tv * TV + l2 * L2): one value for the batch, logged per step."""
+    bn_term = batchnorm_statistics(FIRST_BN_MULTIPLIER)
+
+    def fn(ctx: Context) -> Tensor:
+        logits = ctx.image_embeddings()
+        x = teacher.normalise(ctx.images)  # the priors act in the teacher's normalised input space
+        terms = {"ce": F.cross_entropy(logits, targets), "bn": bn_term(ctx)[0], "tv": _total_variation(x),
+                 "l2": x.square().mean()}
+        loss = (terms["ce"] + weights["bn_weight"] * terms["bn"] + weights["tv_weight"] * terms["tv"]
+                + weights["l2_weight"] * terms["l2"])
+        if history is not None:
+            acc = (logits.detach().argmax(1) == targets).float().mean()
+            history.append({"step": len(history), "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                            "acc": acc.item()})
+        # One value for the whole batch; the loop sums it over the rows, n times the loss: Adam does not mind.
+        return -loss
+    return Objective(fn, "DeepInversion", rows=len(targets), hooks=bn_term.hooks)
 
 
-def _losses(teacher: nn.Module, bn: _BNStatistics, view: Tensor, x: Tensor, targets: Tensor
-            ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The teacher's logits on the view and the loss terms: cross-entropy, BN statistics, TV and L2 of x."""
-    bn.active = True
-    try:
-        logits = teacher(view)
-    finally:
-        bn.active = False
-    return logits, {"ce": F.cross_entropy(logits, targets), "bn": bn.collect(), "tv": _total_variation(x),
-                    "l2": x.square().mean()}
+def _every_tenth(callback: Callable[[int, Tensor], None] | None, steps: int
+                 ) -> tuple[Callable[[int, Tensor], None] | None, int]:
+    """The render loop's callback (images after `k` updates, k = 0, every, ..., steps) as this module's
+    (step index after whose update, images), skipping the untouched start."""
+    report_every = max(1, steps // 10)
+    if callback is None:
+        return None, report_every
 
-
-def _cosine_lr(base: float, step: int, steps: int) -> float:
-    return base * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+    def relay(updates: int, images: Tensor) -> None:
+        if updates > 0 and (updates % report_every == 0 or updates == steps):
+            callback(updates - 1, images.cpu())
+    return relay, report_every
 
 
 def synthesize(
@@ -176,59 +162,38 @@ def synthesize(
     accuracy on the augmented view, lr).
     """
     # The loss weights are tuned for EfficientNet-Lite0 at 160 px (16 classes, 200 steps: 100% teacher top-1):
-    # bn_weight for the per-channel KL of `_bn_divergence` (natural photos score about 3-5 in total), tv_weight
-    # for the mean squared neighbour differences. l2 is kept weak because the sigmoid already bounds the pixels.
+    # bn_weight for the per-channel KL of viz.objectives.batchnorm_divergence (natural photos score about 3-5 in
+    # total), tv_weight for the mean squared neighbour differences. l2 is kept weak because the sigmoid already
+    # bounds the pixels.
     weights = {"bn_weight": bn_weight, "tv_weight": tv_weight, "l2_weight": l2_weight}
     if jitter is None:
         jitter = size // 8  # 20 px at 160: about the share of the side DeepInversion shifts by (30 px at 224)
     _check_args(classes, size, steps, lr, jitter, zoom, lowres_fraction, weights)
+    batchnorm_layers(teacher)  # refuse a teacher without BatchNorm before any work
     params = list(teacher.parameters())
     device = params[0].device if params else torch.device("cpu")
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    # In the teacher's own mode, so that the loop's frozen() puts it back the way it was.
+    tower = _Teacher(teacher, mean, std, size).to(device).train(teacher.training)
     targets = torch.tensor(list(classes), dtype=torch.long, device=device)
-
-    g = torch.Generator().manual_seed(int(seed))  # drives the initial spectrum and every augmentation
+    g = torch.Generator().manual_seed(int(seed))  # the initial spectrum; the loop seeds the augmentations
     image = FFTImage(len(classes), size, decorrelate=True, generator=g).to(device)
-    optimizer = torch.optim.Adam([image.spectrum], lr=lr, betas=ADAM_BETAS, eps=1e-8)
-    # Half resolution first: 4x cheaper steps that settle the large structures (layout, colour regions);
-    # full resolution afterwards adds texture and detail (DeepInversion's multi-resolution schedule).
-    lowres_steps = int(round(steps * lowres_fraction))
-    report_every = max(1, steps // 10)
+    relay, every = _every_tenth(callback, steps)
+    try:
+        result = render(tower, _objective(tower, targets, weights, history), steps=steps, lr=lr, seed=int(seed),
+                        init=image, transforms=_augmentations(size, jitter, zoom, int(round(steps * lowres_fraction))),
+                        callback=relay, every=every, progress=False, redirect_relu=False,
+                        optimizer=lambda p: torch.optim.Adam(p, lr=lr, betas=ADAM_BETAS, eps=1e-8),
+                        scheduler=lambda opt: LambdaLR(opt, lambda step: _cosine(step, steps)))
+    except RenderDivergedError as e:
+        raise SynthesisDivergedError(f"synthesis diverged at step {e.step} of {steps} (lr {lr}): {e}") from e
+    for h in history or []:
+        h["lr"] = lr * _cosine(h["step"], steps)
+    return result.images.cpu()
 
-    # The running statistics are the target and must not move, dropout is off, and only the image gets gradients.
-    with _BNStatistics(teacher) as bn, frozen(teacher, grads=False):
-        for step in range(steps):
-            for group in optimizer.param_groups:
-                group["lr"] = _cosine_lr(lr, step, steps)
-            lowres = step < lowres_steps
-            x = (image() - mean_t) / std_t  # the teacher's normalised input space
-            # Half the shift while at half resolution (as DeepInversion does): over two seeds the images then
-            # kept more of their class when upsampled to 224 px (target probability 0.80 vs 0.74).
-            view = _augment(x, jitter // 2 if lowres else jitter, zoom, size // 2 if lowres else size, g)
-            logits, terms = _losses(teacher, bn, view, x, targets)
-            loss = terms["ce"] + bn_weight * terms["bn"] + tv_weight * terms["tv"] + l2_weight * terms["l2"]
-            if not torch.isfinite(loss):
-                raise SynthesisDivergedError(
-                    f"synthesis diverged at step {step} of {steps}: loss {loss.item()} (cross-entropy "
-                    f"{terms['ce'].item()}, bn {terms['bn'].item()}, tv {terms['tv'].item()}, l2 "
-                    f"{terms['l2'].item()}); lower lr (now {lr}) or the prior weights")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if not torch.isfinite(image.spectrum).all():
-                raise SynthesisDivergedError(f"synthesis diverged at step {step} of {steps}: the image "
-                                             f"parameters became NaN/inf after the optimiser step (lr {lr})")
-            if history is not None:
-                acc = (logits.detach().argmax(1) == targets).float().mean()
-                history.append({"step": step, "loss": loss.item(), "bn": terms["bn"].item(),
-                                "ce": terms["ce"].item(), "tv": terms["tv"].item(), "l2": terms["l2"].item(),
-                                "acc": acc.item(), "lr": optimizer.param_groups[0]["lr"]})
-            if callback is not None and (step % report_every == report_every - 1 or step == steps - 1):
-                with torch.no_grad():
-                    callback(step, image().cpu())
-    with torch.no_grad():
-        return image().cpu()
+
+def _cosine(step: int, steps: int) -> float:
+    """The learning rate's factor at a step: a cosine from 1 down to 0 over the synthesis."""
+    return 0.5 * (1.0 + math.cos(math.pi * step / steps))
 
 
 # ----------------------------------------------------------------------------- procedural images
