@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from brivl.errors import UserInputError
@@ -22,6 +21,7 @@ from brivl.twotower import TwoTower
 
 from .figures import save_grid, write_json
 from .network import imagine, imagine_size
+from .scores import cross_scores
 
 LETTERS = "ABCDEFGH"
 
@@ -48,20 +48,6 @@ class SideBySide:
         grey = {judge: [round(float(v), 4) for v in self.baseline[j]] for j, judge in enumerate(self.names)}
         return {"models": self.names, "texts": self.texts, "renders": rows, "grey_baseline": grey,
                 "time_s": [round(s, 3) for s in self.seconds], **self.settings}
-
-
-@torch.no_grad()
-def cross_scores(models: Sequence[TwoTower], images: Tensor, texts: Sequence[str]) -> Tensor:
-    """Cosine of image i to text i under each model [models, n] (images [n, 3, H, W] in [0, 1])."""
-    if len(images) != len(texts):
-        raise UserInputError(f"{len(images)} images for {len(texts)} texts; give one text per image")
-    out = []
-    for model in models:
-        device = next(iter(model.parameters())).device if isinstance(model, torch.nn.Module) else "cpu"
-        z = F.normalize(model.encode_image(images.to(device)), dim=-1)
-        t = F.normalize(model.encode_text(list(texts)), dim=-1)
-        out.append((z * t).sum(-1).float().cpu())
-    return torch.stack(out)
 
 
 def compare_imagine(models: Sequence[TwoTower], names: Sequence[str], texts: Sequence[str], *, steps: int = 128,
