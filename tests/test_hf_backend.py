@@ -133,9 +133,23 @@ def test_eval_suite_and_cli_on_a_folder(folders, models, tmp_path, capsys):
         code = main(["eval", "retrieval", spec, str(manifest), "-o", str(tmp_path / "r.json")])
         assert code == 0, capsys.readouterr().err
         assert json.loads((tmp_path / "r.json").read_text())["model"] == spec
+    assert main(["neuron", f"hf:{folders['clip']}", "--layer", "llp", "--channel", "7", "--text", "a cat",
+                 "--steps", "2", "--size", "32", "-o", str(tmp_path / "n.png")]) == 0
+    assert json.loads((tmp_path / "n.json").read_text())["channel"] == 7
+    assert main(["neuron", f"hf:{folders['clip']}", "--layer", "llp", "--channel", "32", "--steps", "1",
+                 "-o", str(tmp_path / "n.png")]) == 2 and "32" in capsys.readouterr().err
     assert main(["info", str(folders["clip"])]) == 0
     out = capsys.readouterr().out
     assert "HFClip" in out and "llp, block0, block1, pooled, proj" in out and re.search(r"patches +yes", out)
+
+
+def test_phrase_index_runs_on_a_folder(models, tmp_path):
+    from brivl.viz import phrases as P
+
+    model = models["siglip"]  # (random BERT/XLM-R towers put every word at cosine 0.9999: float16 ties)
+    words = ["sea", "car", "cat", "forest", "sun"]
+    index = P.build_index(model, tmp_path / "idx", words, progress=False)
+    assert len(index) == 5 and index.search(model, "car", k=1)[0][0][0] == "car"
 
 
 def test_long_texts_are_truncated_with_a_warning(models):
