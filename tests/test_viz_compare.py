@@ -32,6 +32,8 @@ def test_every_render_is_scored_under_both_models(tiny, peer, tmp_path):
                 z = F.normalize(judge.encode_image(result.images[m]), dim=-1)
                 t = F.normalize(judge.encode_text(texts), dim=-1)
                 assert torch.allclose(result.scores[m, j], (z * t).sum(-1), atol=1e-5)
+                sims = z @ t.T  # margin: own text against the grid's other text
+                assert torch.allclose(result.margin[m, j], sims.diagonal() - sims.flip(-1).diagonal(), atol=1e-5)
     again = compare.compare_imagine([tiny, clip], ["tiny", "tiny-clip"], texts, steps=2, size=32, seed=3)
     assert torch.equal(again.images, result.images)  # same seed, same settings: the same renders
     png, meta = compare.write(result, tmp_path / "grid.png")
@@ -40,6 +42,7 @@ def test_every_render_is_scored_under_both_models(tiny, peer, tmp_path):
     first = data["renders"][1]
     assert first["rendered_by"] == "tiny" and first["text"] == texts[1]
     assert first["cosine"]["tiny-clip"] == round(float(result.scores[0, 1, 1]), 4)
+    assert first["margin"]["tiny"] == round(float(result.margin[0, 0, 1]), 4)
     assert set(data["grey_baseline"]) == {"tiny", "tiny-clip"} and len(data["grey_baseline"]["tiny"]) == 2
     with Image.open(png) as im:
         assert im.format == "PNG" and min(im.size) > 4 * 32  # a 2 x 2 grid of 32 px renders, drawn at 2.2 in a cell

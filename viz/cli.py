@@ -352,7 +352,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"wrote {png} and {meta.name}")
     for m, name in enumerate(result.names):
         for t, text in enumerate(result.texts):
-            cells = "  ".join(f"{judge} {float(result.scores[m, j, t]):+.4f}" for j, judge in enumerate(result.names))
+            cells = "  ".join(f"{judge} {float(result.scores[m, j, t]):+.4f}" + (
+                "" if result.margin is None else f" (margin {float(result.margin[m, j, t]):+.4f})")
+                for j, judge in enumerate(result.names))
             print(f"{name} rendered {text!r}: cosine under {cells}")
     return 0
 

@@ -2,7 +2,9 @@
 
 A render's cosine to its text under the model that made it says how well the optimisation did; under the *other*
 model it says whether the picture carries the concept at all. A high own score with a cross score near the
-other model's baseline is an adversarial pattern of one model, not a picture of the text.
+other model's baseline is an adversarial pattern of one model, not a picture of the text. Two references come with
+the scores: each model's cosine of a plain grey image to each text, and each render's margin (its cosine to its own
+text minus the mean to the grid's other texts), which does not move with what any textured picture scores.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from brivl.twotower import TwoTower
 
 from .figures import save_grid, write_json
 from .network import imagine, imagine_size
-from .scores import cross_scores
+from .scores import cross_scores, text_matrix
 
 LETTERS = "ABCDEFGH"
 
@@ -37,14 +39,18 @@ class SideBySide:
     baseline: Tensor  # [scoring model, text]: the cosine of a grey image, what "no concept" scores
     seconds: list[float]
     settings: dict
+    margin: Tensor | None = None  # [render, judge, text]: cosine to its own text minus the mean to the grid's others
 
     def as_dict(self) -> dict:
-        """JSON-able: per render, its cosine under each model, and each model's grey-image baseline."""
+        """JSON-able: per render, its cosine (and margin) under each model, and each model's grey-image baseline."""
         rows = []
         for m, name in enumerate(self.names):
             for t, text in enumerate(self.texts):
-                rows.append({"rendered_by": name, "text": text, "cosine": {
-                    judge: round(float(self.scores[m, j, t]), 4) for j, judge in enumerate(self.names)}})
+                row = {"rendered_by": name, "text": text, "cosine": {
+                    judge: round(float(self.scores[m, j, t]), 4) for j, judge in enumerate(self.names)}}
+                if self.margin is not None:
+                    row["margin"] = {judge: round(float(self.margin[m, j, t]), 4) for j, judge in enumerate(self.names)}
+                rows.append(row)
         grey = {judge: [round(float(v), 4) for v in self.baseline[j]] for j, judge in enumerate(self.names)}
         return {"models": self.names, "texts": self.texts, "renders": rows, "grey_baseline": grey,
                 "time_s": [round(s, 3) for s in self.seconds], **self.settings}
@@ -70,10 +76,14 @@ def compare_imagine(models: Sequence[TwoTower], names: Sequence[str], texts: Seq
         r = imagine(model, texts, progress=progress, callback=cb, **settings)
         images.append(r.images.detach().cpu())
         seconds.append(time.perf_counter() - t0)
-    scores = torch.stack([cross_scores(models, imgs, texts) for imgs in images])  # [render, judge, text]
-    grey = torch.full((len(texts), 3, side, side), 0.5)
+    full = torch.stack([torch.stack([text_matrix(judge, imgs, texts) for judge in models]) for imgs in images])
+    scores = full.diagonal(dim1=-2, dim2=-1)  # [render, judge, text]: each render against its own text
+    k = len(texts)
+    # How much closer a render is to its own text than to the grid's other texts: blind to what any picture scores.
+    margin = scores - (full.sum(-1) - scores) / (k - 1) if k > 1 else None
+    grey = torch.full((k, 3, side, side), 0.5)
     return SideBySide(list(names), texts, torch.stack(images), scores, cross_scores(models, grey, texts), seconds,
-                      {**settings, "torch": torch.__version__, "python": platform.python_version()})
+                      {**settings, "torch": torch.__version__, "python": platform.python_version()}, margin)
 
 
 def draw(result: SideBySide, path: str | Path) -> Path:

@@ -10,7 +10,19 @@ from torch import Tensor
 from brivl.errors import UserInputError
 from brivl.twotower import TwoTower
 
-__all__ = ["cross_scores"]
+__all__ = ["cross_scores", "text_matrix"]
+
+
+def _device(model: TwoTower) -> torch.device | str:
+    return next(iter(model.parameters())).device if isinstance(model, torch.nn.Module) else "cpu"
+
+
+@torch.no_grad()
+def text_matrix(model: TwoTower, images: Tensor, texts: Sequence[str]) -> Tensor:
+    """Cosine of every image to every text under one model [n images, k texts]."""
+    z = F.normalize(model.encode_image(images.to(_device(model))), dim=-1)
+    t = F.normalize(model.encode_text(list(texts)), dim=-1)
+    return (z @ t.T).float().cpu()
 
 
 @torch.no_grad()
@@ -20,8 +32,7 @@ def cross_scores(models: Sequence[TwoTower], images: Tensor, texts: Sequence[str
         raise UserInputError(f"{len(images)} images for {len(texts)} texts; give one text per image")
     out = []
     for model in models:
-        device = next(iter(model.parameters())).device if isinstance(model, torch.nn.Module) else "cpu"
-        z = F.normalize(model.encode_image(images.to(device)), dim=-1)
+        z = F.normalize(model.encode_image(images.to(_device(model))), dim=-1)
         t = F.normalize(model.encode_text(list(texts)), dim=-1)
         out.append((z * t).sum(-1).float().cpu())
     return torch.stack(out)

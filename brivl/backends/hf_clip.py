@@ -59,6 +59,9 @@ class HFClip(nn.Module):
         vision = hf.config.vision_config
         self.grid = int(vision.image_size) // int(vision.patch_size)
         self.llp = PatchMap()
+        if not hasattr(hf, "visual_projection") and getattr(hf.vision_model, "head", None) is None:
+            raise CheckpointError(f"{folder}: this {self.family} vision tower has no pooling head "
+                                  f"(vision_use_head=false), so it gives no image embedding")
         if settings.input_size != int(vision.image_size):
             raise CheckpointError(f"{folder}: {PROCESSOR_FILE} crops to {settings.input_size} px but the vision "
                                   f"tower takes {vision.image_size} px; the two files are of different models")
