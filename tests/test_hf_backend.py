@@ -16,7 +16,7 @@ from PIL import Image
 
 import brivl
 from brivl.backends.hf_clip import HFClip
-from brivl.errors import ModelNotFoundError, RemoteCodeError, TokenizerMissingError
+from brivl.errors import CheckpointError, ModelNotFoundError, RemoteCodeError, TokenizerMissingError
 from brivl.twotower import Described, HasPatches, TwoTower
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -182,6 +182,17 @@ def test_bad_folders_are_named(folders, tmp_path):
     (hostile / "evil.py").write_text("raise SystemExit('code from a model folder ran')\n")
     with pytest.raises(RemoteCodeError, match="evil.EvilModel"):
         brivl.load(f"hf:{hostile}")
+    from safetensors.torch import load_file
+
+    as_bin = copy("clip", "as-bin", ("model.safetensors",))  # an older release's pickle: scanned, then loaded
+    torch.save(load_file(str(folders["clip"] / "model.safetensors")), as_bin / "pytorch_model.bin")
+    with torch.no_grad():
+        assert torch.allclose(brivl.load(str(as_bin)).encode_text(["a cat"]),
+                              brivl.load(str(folders["clip"])).encode_text(["a cat"]))
+    pickled = copy("clip", "pickled", ("model.safetensors",))
+    torch.save({"x": torch.zeros(1), "y": bytearray(8)}, pickled / "pytorch_model.bin")  # not a state dict of tensors
+    with pytest.raises(CheckpointError, match="pytorch_model.bin"):
+        brivl.load(str(pickled))
     other = copy("clip", "bert")
     T.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
                  intermediate_size=8).save_pretrained(other)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, ModelNotFoundError, TokenizerMissingError
 from ..hf import hf_config, hf_image_processor, hf_pretrained, hf_tokenizer
 from ..inputs import check_pixels, check_texts
+from ..pickle_scan import scan_torch_file
 from .hf_preprocess import ImageSettings, settings_of
 
 PREFIX = "hf:"
@@ -213,6 +214,9 @@ def load_hf_clip(spec: str, device: str | torch.device = "cpu") -> HFClip:
     if family not in SUPPORTED:
         raise ModelNotFoundError(f"{folder}: model_type {family!r} is not a supported two-tower family; brivl "
                                  f"loads {', '.join(f'{k} ({v})' for k, v in SUPPORTED.items())}")
+    if not any((folder / f).is_file() for f in WEIGHT_FILES[:2]):  # transformers would read pickles: scan them first
+        for file in sorted(folder.glob("pytorch_model*.bin")):
+            scan_torch_file(file)  # tensors and plain containers only, storages that fit the file
     model = hf_pretrained(getattr(transformers, SUPPORTED[family]), folder)
     settings = settings_of(hf_image_processor(folder), str(folder))
     return HFClip(model, hf_tokenizer(folder), settings, folder.resolve().name, str(folder)).to(device).eval()
