@@ -83,7 +83,7 @@ class ModelPool:
             if name.startswith("openclip:"):  # it may name a weights file anywhere: the operator lists these
                 raise StudioInputError(f"{name}: OpenCLIP models are offered only when the studio is started with "
                                        f"--model {name.split(':', 2)[0]}:...")
-            self.roots.check(name, "model")  # a typed path: only inside the operator's folders
+            self.roots.check(name.removeprefix("hf:"), "model")  # a typed path: only inside the operator's folders
         with self._guard:
             if name in self._models:
                 self._models.move_to_end(name)
@@ -117,6 +117,6 @@ def _load(name: str, device: str):
         return brivl.load(name, device=device)
     except (ModelNotFoundError, FileNotFoundError) as e:
         raise StudioInputError(f"model {name!r} not found: {e}. Give brivl-lite, tiny, or the path of a folder "
-                               f"written by save_pretrained / `brivl convert`") from None
+                               f"written by save_pretrained / `brivl convert` (hf:FOLDER for a CLIP-family folder)") from None
     except (CheckpointError, TokenizerMissingError, ValueError) as e:
         raise StudioInputError(f"model {name!r} cannot be loaded: {e}") from None

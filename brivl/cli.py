@@ -35,7 +35,8 @@ OUTPUT_SUFFIXES = (".npy", ".json", ".safetensors")
 
 def model_arguments(p: argparse.ArgumentParser) -> None:
     """The positional model and the --tokenizer and --device options every model command takes (floors too)."""
-    p.add_argument("model", help="a preset (tiny), a folder from save_pretrained/convert, or a weights file")
+    p.add_argument("model", help="a preset (tiny), a folder from save_pretrained/convert, a weights file, "
+                                 "openclip:ARCH[:CKPT] or hf:FOLDER (a transformers CLIP-family folder)")
     p.add_argument("--tokenizer", help="tokenizer folder or vocab.txt, for models saved without one")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
@@ -58,7 +59,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def load_model(args: argparse.Namespace, name: str | None = None):
     """The model named by args.model (or `name`) on args.device, with args.tokenizer where it takes one."""
     name = args.model if name is None else name
-    if name.startswith("openclip:"):  # hub.load routes it; an OpenCLIP model takes no tokenizer folder
+    if name.startswith(("openclip:", "hf:")):  # hub.load routes them; they bring their own tokenizers
         return load(name, device=args.device)
     return load(name, device=args.device, tokenizer=args.tokenizer)
 

@@ -5,9 +5,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.utils import logging as hf_logging
 
 from .errors import ConfigError, RemoteCodeError
 
@@ -53,6 +55,30 @@ def hf_tokenizer(path: str | Path):
     """A transformers tokenizer from local files, after refusing any folder that names its own code."""
     refuse_remote_code(path)
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+
+
+def hf_config(path: str | Path):
+    """A transformers config from a local folder, after refusing any folder that names its own code."""
+    refuse_remote_code(path)
+    return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+
+
+def hf_image_processor(path: str | Path):
+    """A transformers image processor from a local folder's preprocessor_config.json (built-in classes only)."""
+    refuse_remote_code(path)
+    return AutoImageProcessor.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+
+
+def hf_pretrained(cls: type, path: str | Path) -> nn.Module:
+    """A built-in transformers model class's weights from a local folder, in float32; no code from the folder."""
+    refuse_remote_code(path)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-tensor loading bar would bury brivl's own one-line output
+    try:
+        return cls.from_pretrained(str(path), local_files_only=True, trust_remote_code=False, dtype=torch.float32)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def text_backbone(fields: dict[str, Any], pooler: bool = True) -> nn.Module:

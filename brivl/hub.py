@@ -6,11 +6,12 @@ from pathlib import Path
 import torch
 
 from .assets import asset_folder
+from .backends.hf_clip import is_hf_folder, load_hf_clip
 from .backends.openclip import load_openclip
 from .checkpoint import WEIGHTS_NAME
 from .config import CONFIG_NAME, PRESETS
 from .config import preset as preset_config  # `preset` is also a parameter of load
-from .errors import CheckpointError, ModelNotFoundError
+from .errors import CheckpointError, ConfigError, ModelNotFoundError
 from .hf import refuse_remote_code
 from .model.brivl import BriVL
 from .official import load_official
@@ -26,7 +27,9 @@ _RELEASE_ONLY = {"brivl-1.0": "the BriVL 1.0 release checkpoint (BriVL-1.0-5500w
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer: str | Path | None = None,
          preset: str | None = None):
-    """Load a model: `tiny` (seeded random weights), a folder from save_pretrained, a .safetensors or official .pth file.
+    """Load a model: `tiny` (seeded random weights), a folder from save_pretrained, a .safetensors or official .pth file,
+    `openclip:ARCH[:CKPT]`, or `hf:FOLDER` (a transformers CLIP / Chinese-CLIP / AltCLIP / SigLIP folder; such a
+    folder is also recognised without the prefix).
 
     preset names the release an official .pth comes from (brivl-1.0 or brivl-nmi; see brivl convert --preset).
     """
@@ -35,6 +38,10 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", tokenizer
     if name.startswith("openclip:"):  # a CLIP-style model for comparisons (local weights or random init)
         return load_openclip(name, device=device)
     path = Path(name).expanduser()
+    if name.startswith("hf:") or (path.is_dir() and is_hf_folder(path)):  # a transformers CLIP-family folder
+        if tokenizer is not None:
+            raise ConfigError(f"{name}: a transformers model uses its folder's own tokenizer; drop --tokenizer")
+        return load_hf_clip(name, device=device)
     if name == "tiny":
         with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
             torch.manual_seed(TINY_SEED)  # the tiny preset is defined as these seeded random weights

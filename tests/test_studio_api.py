@@ -158,6 +158,10 @@ def test_compare_renders_both_models_side_by_side(client):
     with Image.open(png) as im:
         assert im.size == (64 * 2 + 8, 64)
     assert meta["models"] == ["tiny", "tiny"]
+    cross = meta["cross_cosine"]  # each render under both models; the same model twice: the same numbers
+    assert len(cross) == 2 and all(len(c) == 2 and all(-1 <= v <= 1 for v in c.values()) for c in cross)
+    assert list(cross[0].values())[0] == list(cross[0].values())[1] and "cosine under B" in status
+    assert "choose Model B" in _error_text(client, "snow", "tiny", "", 3, 64, 1, "fft", True, 0.05, api_name="/compare")
     missing = str(ROOT / "no-checkpoint")
     assert "not found" in _error_text(client, "snow", "tiny", missing, 3, 64, 1, "fft", True, 0.05, api_name="/compare")
 

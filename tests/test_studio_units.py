@@ -149,3 +149,10 @@ def test_uploads_cannot_be_named_even_inside_a_root(tmp_path, monkeypatch):
 def test_typed_openclip_names_are_refused_unless_the_operator_listed_them(tmp_path):
     with pytest.raises(StudioInputError, match="OpenCLIP models are offered only"):
         ModelPool(["tiny"], roots=Roots([tmp_path])).get("openclip:ViT-B-32:/etc/x.pt")
+
+
+def test_typed_hf_folders_must_lie_inside_the_roots(tmp_path):
+    with pytest.raises(StudioInputError, match="outside the folders"):
+        ModelPool(["tiny"], roots=Roots([tmp_path])).get("hf:/etc")
+    with pytest.raises(StudioInputError, match="no such folder"):
+        ModelPool(["tiny"], roots=Roots([tmp_path])).get(f"hf:{tmp_path / 'clip'}")

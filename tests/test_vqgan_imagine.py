@@ -164,3 +164,23 @@ def test_cli_fig3_draws_every_panel(tiny, vq, tmp_path, capsys):
     info = json.loads((out / "fig3.json").read_text())
     assert list(info["prompts"]) == ["b", "c", "d"] and info["prompts"]["d"][0] == "blazing sea"
     assert info["stand_in_prompts"] == ["b", "c"] and len(list((out / "cells").glob("*.png"))) == 12
+
+
+def test_cli_fig3_panel_a_takes_a_transformers_peer(tiny, vq, tmp_path, capsys):
+    """Fig. 3a's 'CLIP' panel from a CLIP-family folder (hf:), each side's renders scored under the other model."""
+    import json
+
+    from hf_tiny import make_folder  # tests/hf_tiny.py
+
+    from brivl.cli import main
+
+    peer = make_folder(tmp_path, "clip")
+    out = tmp_path / "fig3"
+    rc = main(["figures", "fig3", "--model", "tiny", "--compare", f"hf:{peer}", "--vqgan", _folder(vq, tmp_path),
+               "--steps", "1", "--size", "32", "--cutn", "1", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    info = json.loads((out / "fig3.json").read_text())
+    assert list(info["prompts"]) == ["a", "b", "c", "d"] and info["compare"] == f"hf:{peer}"
+    cross = info["cross_cosine"]
+    assert list(cross) == ["a under tiny", f"b under hf:{peer}"] and all(len(v) == 4 for v in cross.values())
+    assert all(-1 <= c <= 1 for v in cross.values() for c in v)

@@ -1,4 +1,4 @@
-"""viz's subcommands of `brivl`: imagine, neuron, figures (fig2, fig3, fig5c, all) and phrases."""
+"""viz's subcommands of `brivl`: imagine, neuron, figures (fig2, fig3, fig5c, all), phrases and compare."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ from brivl.hub import load
 from brivl.images import load_image
 from brivl.twotower import HasTextBackbone, model_name
 
-from . import figures, network
+from . import compare, figures, network
 from . import phrases as P
 from . import phrase_map as M
 from .figures import check_channels, save_png, write_json
@@ -340,6 +340,40 @@ def _fig5c(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`brivl compare imagine A B TEXT...`: both models render every text; one grid with every cross-model score."""
+    for t in args.texts:
+        _check_text(t, "a text")
+    _check_render_args(args)
+    models = [load_model(args, name) for name in args.models]
+    result = compare.compare_imagine(models, args.models, args.texts, progress=sys.stderr.isatty(),
+                                     **_render_settings(args))
+    png, meta = compare.write(result, args.output)
+    print(f"wrote {png} and {meta.name}")
+    for m, name in enumerate(result.names):
+        for t, text in enumerate(result.texts):
+            cells = "  ".join(f"{judge} {float(result.scores[m, j, t]):+.4f}" + (
+                "" if result.margin is None else f" (margin {float(result.margin[m, j, t]):+.4f})")
+                for j, judge in enumerate(result.names))
+            print(f"{name} rendered {text!r}: cosine under {cells}")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="two models side by side: the same texts, seed and settings")
+    what = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    f = what.add_parser("imagine", help="network visualisation of each text by both models, one grid, each render "
+                                        "scored under both models (PNG + JSON)")
+    f.add_argument("models", nargs=2, metavar="MODEL", help="the two models: presets, folders, openclip:..., hf:...")
+    f.add_argument("texts", nargs="+", metavar="TEXT", help="the texts to imagine")
+    f.add_argument("--tokenizer", help="tokenizer folder or vocab.txt, for BriVL models saved without one")
+    f.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    f.add_argument("-o", "--output", default="compare.png", help="the grid PNG; the scores go to a .json beside it "
+                                                                  "(default: compare.png)")
+    _render_args(f)
+    f.set_defaults(run=cmd_compare)
+
+
 def _add_imagine(sub) -> None:
     p = sub.add_parser("imagine", help="network visualisation (or, with --vqgan, VQGAN inversion): an image the "
                                        "model matches to a text (PNG + JSON)")
@@ -394,7 +428,8 @@ def _add_fig3(figures) -> None:
     f = figures.add_parser("fig3", help="Fig. 3: text-to-image by VQGAN inversion (scenes, a coherent story, unreal "
                                         "scenes), beside a CLIP-style model when one is given")
     f.add_argument("--model", default="brivl-lite", help="the model (default: brivl-lite)")
-    f.add_argument("--compare", default="none", help="a CLIP-style model for panel a, e.g. openclip:ARCH:PATH "
+    f.add_argument("--compare", default="none", help="a CLIP-style model for panel a: openclip:ARCH:PATH, "
+                                                     "hf:FOLDER (CLIP, Chinese-CLIP, AltCLIP, SigLIP) or any model "
                                                      "(default: none, panel a is left out)")
     f.add_argument("--tokenizer", help="tokenizer folder or vocab.txt, for models saved without one")
     f.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -467,3 +502,4 @@ def register(sub) -> None:
     _add_neuron(sub)
     _add_figures(sub)
     _add_phrases(sub)
+    _add_compare(sub)

@@ -28,6 +28,7 @@ from . import objectives as O
 from . import fonts
 from .param import ParamKind
 from .render import Render, _device, render
+from .scores import cross_scores
 from .vqgan_imagine import vqgan_imagine
 
 # Fig. 2a: "visualizations ... w.r.t. different high-level concepts".
@@ -451,5 +452,10 @@ def fig3(
         "stand_in_prompts": [k for k in ("a", "b", "c") if k in keys and not (prompts and k in prompts)],
         "files": {"grid": "fig3.png", "cells": cells},
     }
+    if compare is not None:  # each side's renders under the other model: a picture of the text, or one model's pattern?
+        a = cross_scores([model], panels["a"].images, texts["a"])[0]
+        b = cross_scores([compare], panels["b"].images, texts["b"])[0]
+        info["cross_cosine"] = {f"a under {name}": [round(v, 4) for v in a.tolist()],
+                                f"b under {other}": [round(v, 4) for v in b.tolist()]}
     write_json(info, out / "fig3.json")
     return info
