@@ -215,7 +215,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.load(args.config)
     if args.steps is not None:
         cfg.steps = args.steps
-    last = train(cfg, resume=args.resume)
+    last = train(cfg, resume=args.resume, progress=True)
     if last and os.environ.get("RANK", "0") == "0":
         print(json.dumps(last))
     return 0
@@ -252,7 +252,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ratios = [E.parse_ratio(r, data.n_classes) for r in (args.ratios or [f"{data.n_classes}/0"])]
         model = load_model(args)
         res = E.zero_shot_classification(model, data, ratios, n_splits=args.splits, seed=args.seed,
-                                         templates=templates, batch_size=args.batch_size)
+                                         templates=templates, batch_size=args.batch_size, progress=True)
         table = E.markdown_zeroshot([(method, res)])
     elif args.task == "textcls":
         data = E.read_labelled_texts(args.tsv, args.classes)
@@ -260,12 +260,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.backbone:
             model = E.TextBackboneModel(model)  # NotSupportedError for a model without a text backbone
             method = args.name or f"{args.model} (text backbone)"
-        res = E.text_classification(model, data, templates=templates, batch_size=args.batch_size)
+        res = E.text_classification(model, data, templates=templates, batch_size=args.batch_size, progress=True)
         table = E.markdown_textcls([(method, Path(args.tsv).stem, res)])
     else:
         data = E.read_retrieval_set(args.manifest)
         model = load_model(args)
-        res = E.retrieval(model, data, batch_size=args.batch_size)
+        res = E.retrieval(model, data, batch_size=args.batch_size, progress=True)
         table = E.markdown_retrieval([(method, res)])
     _write_results(args, res, table, method)
     return 0
