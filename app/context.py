@@ -119,7 +119,7 @@ def upload_image(label: str, elem_id: str) -> gr.Image:
     return image
 
 
-def result_image(label: str, height: int = 400, elem_id: str | None = None) -> gr.Image:
+def result_image(label: str, height: int = 400, elem_id: str | None = None, show_label: bool = True) -> gr.Image:
     """An output image, shown as PNG (lossless) and scaled to the box, small renders included."""
     return gr.Image(label=label, format="png", interactive=False, elem_classes=["result-image"], height=height,
-                    elem_id=elem_id)
+                    elem_id=elem_id, show_label=show_label)
