@@ -92,17 +92,15 @@ def wire_stop(studio: Studio, stop: gr.Button, event, api_name: str):
 
 
 def upload_image(label: str, elem_id: str) -> gr.Image:
-    """An image upload whose file is handed over as it is when Gradio cannot read it, so the handler's own check
-    (`errors.check_image_file`) says what is wrong in words, instead of a preprocessing trace. (The instance's
-    preprocess is wrapped: a gr.Image subclass would make Gradio write a .pyi file beside this module.)"""
+    """An image upload whose file is handed over as it is, so the handler's own check (`errors.check_image_file`)
+    says what is wrong in words, instead of a preprocessing trace. (The instance's preprocess is replaced: a gr.Image
+    subclass would make Gradio write a .pyi file beside this module.)"""
     image = gr.Image(label=label, type="filepath", sources=["upload", "clipboard"], height=300, elem_id=elem_id)
-    read = image.preprocess
 
     def preprocess(payload):
-        try:
-            return read(payload)
-        except Exception:  # noqa: BLE001 - not an image, damaged, or too large: checked by the handler
-            return getattr(payload, "path", None)
+        # The uploaded file's path, as it is: Gradio's own preprocess opens the file with PIL and leaves it open (a
+        # ResourceWarning per upload), and the handler reads and checks the image itself.
+        return getattr(payload, "path", None) if payload is not None else None
 
     image.preprocess = preprocess
 
