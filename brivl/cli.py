@@ -77,6 +77,15 @@ def _print_rows(rows: list[tuple[str, object]]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def tokenizer_text(tok) -> str:
+    """A tokenizer in words: its algorithm (WordPiece, Unigram, BPE) and vocabulary size, not a wrapper class name."""
+    algorithm = type(getattr(getattr(tok, "backend_tokenizer", None), "model", None)).__name__
+    if algorithm == "NoneType":  # a slow (pure Python) tokenizer: its class says what it is
+        algorithm = type(tok).__name__
+    size = f", {len(tok):,} tokens" if hasattr(tok, "__len__") else ""
+    return f"{algorithm}{size}"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Print a model's layout and sizes (for a model of another family, what the TwoTower protocol tells)."""
     model = load_model(args)
@@ -100,7 +109,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("text tower", f"{tx.backbone.get('model_type')} {tx.backbone.get('num_hidden_layers')}x{tx.hidden_size}"
                        f" ({tx.backbone_name or 'custom'}), max {tx.max_len} tokens -> {tx.att_layers}x SA -> MLP"),
         ("text mask", "attention mask on" if tx.use_attention_mask else "no attention mask (as the release)"),
-        ("tokenizer", "missing (pass --tokenizer)" if model.tokenizer is None else type(model.tokenizer).__name__),
+        ("tokenizer", "missing (pass --tokenizer)" if model.tokenizer is None else tokenizer_text(model.tokenizer)),
         ("parameters", f"image {count(model.imgencoder) / 1e6:.2f} M, text {count(model.textencoder) / 1e6:.2f} M"),
         ("feature layers", ", ".join(model.feature_layers())),
         ("MoCo", f"queue {cfg.queue_size}, momentum {cfg.momentum}, temperature {cfg.temperature}"),
@@ -191,9 +200,21 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     print(" " * width + "".join(f" {f'[{j}]':>6}" for j in range(len(texts))) + "  best")
     for name, row in zip(names, sims):
         print(f"{name:<{width}}" + "".join(f" {v:+.3f}" for v in row.tolist()) + f"  [{int(row.argmax())}]")
+    _print_probabilities(model, names, sims, width)
     for j, t in enumerate(texts):
         print(f"[{j}] {t}")
     return 0
+
+
+def _print_probabilities(model, names: list[str], sims: torch.Tensor, width: int) -> None:
+    """Each image's probability over the texts: softmax of cosine / temperature, as zero-shot classification reads
+    the cosines (a difference of 0.05 in cosine is a factor of 2 at temperature 0.07)."""
+    temperature = float(getattr(getattr(model, "config", None), "temperature", 0.07) or 0.07)
+    probs = torch.softmax(sims.float() / temperature, dim=1)
+    print(f"which text fits each image: softmax over the texts of cosine / {temperature:g} (the model's temperature)")
+    print(" " * width + "".join(f" {f'[{j}]':>6}" for j in range(sims.shape[1])))
+    for name, row in zip(names, probs):
+        print(f"{name:<{width}}" + "".join(f" {v:6.1%}" for v in row.tolist()))
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -1,4 +1,6 @@
 """Classify & retrieve: an uploaded image against typed labels (zero-shot), or a text against a folder of images."""
+from pathlib import Path
+
 import gradio as gr
 import torch
 
@@ -92,8 +94,11 @@ def build(studio: Studio) -> None:
             go = gr.Button("Classify", variant="primary", elem_id="classify-run")
             photos = example_photos()
             if photos:
-                gr.Examples([[photos[0], "sunset, forest, city, 大海, 汽车"], [photos[-1], "山, 森林, 城市, 海滩"]],
-                            [image, labels], label="Examples")
+                # Each photo with labels that include its subject: the mountain with 山/森林, the sunset with sunset/大海.
+                by_name = {Path(p).stem: p for p in photos}
+                pairs = [[by_name.get("mountain_forest", photos[0]), "山, 森林, 城市, 海滩"],
+                         [by_name.get("sunset", photos[-1]), "sunset, forest, city, 大海, 汽车"]]
+                gr.Examples(pairs, [image, labels], label="Examples")
         with gr.Column(scale=1):
             scores = gr.Label(label="Labels, most likely first", num_top_classes=10)
             files = gr.File(label="Download: chart PNG + scores (JSON)", file_count="multiple", interactive=False)
