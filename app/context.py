@@ -1,4 +1,5 @@
 """What every tab shares: the model pool, the stop flags, the page's defaults, and the render controls."""
+import json
 import threading
 from dataclasses import dataclass, field
 
@@ -51,6 +52,19 @@ class Studio:
                 except (VQGANError, FileNotFoundError, ValueError) as e:
                     raise StudioInputError(f"VQGAN {name!r} cannot be loaded: {e}") from None
             return self._vqgans[name]
+
+
+def text_examples(box: gr.Textbox, samples: list[str], label: str = "Examples", elem_id: str | None = None
+                  ) -> gr.Dataset:
+    """Example texts that fill `box` in the browser itself: a click sets the box at once, so a Run pressed right
+    after it sends the example (gr.Examples asks the server first, and a quick Run could still send the old text)."""
+    dataset = gr.Dataset(components=[box], samples=[[s] for s in samples], label=label, type="index",
+                         elem_id=elem_id)
+    # The browser holds the clicked sample's index; the texts themselves are written into the function.
+    pick = f"(i) => {{ const texts = {json.dumps(list(samples), ensure_ascii=False)}; " \
+           f"const k = Array.isArray(i) ? i[0] : i; return typeof k === 'number' ? texts[k] : k; }}"
+    dataset.click(None, dataset, box, js=pick, queue=False, api_name=False)
+    return dataset
 
 
 def model_choice(studio: Studio, label: str = "Model") -> gr.Dropdown:

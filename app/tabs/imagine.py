@@ -12,6 +12,7 @@ from ..context import (
     render_controls,
     result_image,
     run_stop_buttons,
+    text_examples,
     wire_stop,
 )
 from ..errors import check_prompt, check_render, readable
@@ -20,8 +21,8 @@ from ..rendering import render_stream
 
 def describe_match(final: float) -> str:
     """The final objective of a text render in words: the image's cosine with the text."""
-    return (f"; the image's cosine with the text is {final:.3f} (the objective raised; 1 = the same direction in "
-            f"the model's joint space, a real photo of it scores about 0.2-0.4)")
+    return (f"; the image's cosine with the text is {final:.3f} (the objective it raised; 1 would be the same "
+            f"direction in the model's joint space)")
 
 
 def handler(studio: Studio):
@@ -53,7 +54,7 @@ def build(studio: Studio) -> None:
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", placeholder="e.g. 夕阳下的大海 or mountains with forests", lines=2,
                                 elem_id="imagine-prompt")
-            gr.Examples([[t] for t in EXAMPLES_ZH + EXAMPLES_EN], [prompt], label="Examples (中文 / English)")
+            text_examples(prompt, EXAMPLES_ZH + EXAMPLES_EN, "Examples (中文 / English)", "imagine-examples")
             model = model_choice(studio)
             steps, size, seed, param, decorrelate, lr = render_controls(studio)
             run, stop = run_stop_buttons("Imagine")

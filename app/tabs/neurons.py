@@ -8,7 +8,16 @@ from brivl.viz import neurons as N
 from brivl.viz.figures import check_channels
 
 from .. import results
-from ..context import EXAMPLE_DIR, Studio, model_choice, render_controls, result_image, run_stop_buttons, wire_stop
+from ..context import (
+    EXAMPLE_DIR,
+    Studio,
+    model_choice,
+    render_controls,
+    result_image,
+    run_stop_buttons,
+    text_examples,
+    wire_stop,
+)
 from ..errors import StudioInputError, check_prompt, check_render, readable
 from ..rendering import render_stream
 
@@ -105,28 +114,29 @@ def build(studio: Studio) -> None:
                                     allow_custom_value=True)
                 channel = gr.Number(value=108, precision=0, minimum=0, label="Channel", info="e.g. 108, 456, 678")
             with gr.Row():
-                text = gr.Textbox(label="Text constraint (optional)", placeholder="e.g. forest, 山脉 — or leave empty")
+                text = gr.Textbox(label="Text constraint (optional)", placeholder="e.g. forest, 山脉 — or leave empty",
+                                  elem_id="neurons-text")
                 text_weight = gr.Number(value=1.0, label="Text weight")
-            gr.Examples([["forest"], ["mountains"], ["森林"], ["雪山"]], [text], label="Constraints")
+            text_examples(text, ["forest", "mountains", "森林", "雪山"], "Constraints", "neurons-examples")
             steps, size, seed, param, decorrelate, lr = render_controls(studio)
             run, stop = run_stop_buttons("Visualise neuron")
         with gr.Column(scale=1):
-            image = result_image("Neuron visualisation (updates while it runs)", 360)
-            status = gr.Markdown("Press **Visualise neuron** to start.")
+            image = result_image("Neuron visualisation (updates while it runs)", 360, elem_id="neurons-output")
+            status = gr.Markdown("Press **Visualise neuron** to start.", elem_id="neurons-status")
             files = gr.File(label="Download: PNG + settings (JSON)", file_count="multiple", interactive=False)
     with gr.Row():
         with gr.Column(scale=1):
             folder = gr.Textbox(label="Folder of images on this machine", placeholder="/path/to/photos",
                                 value=str(EXAMPLE_DIR) if EXAMPLE_DIR.is_dir() else "", elem_id="neurons-folder")
             k = gr.Slider(1, 48, value=8, step=1, label="How many")
-            rank = gr.Button("Find top-activating images")
+            rank = gr.Button("Find top-activating images", elem_id="neurons-rank")
         with gr.Column(scale=2):
             # Whole pictures (contain, not cropped) with their rank and activation under each.
             gallery = gr.Gallery(label="Top-activating images (mean activation of the channel)", columns=4,
                                  height="auto", object_fit="contain", elem_id="neurons-gallery")
             scores = gr.Dataframe(headers=["rank", "image", "activation"], label="Activations", interactive=False,
                                   elem_id="neurons-scores")
-            top_status = gr.Markdown()
+            top_status = gr.Markdown(elem_id="neurons-top-status")
             top_files = gr.File(label="Download: contact sheet PNG + ranking (JSON)", file_count="multiple",
                                 interactive=False)
     event = run.click(visualise, [model, layer, channel, text, text_weight, steps, size, seed, param, decorrelate, lr],

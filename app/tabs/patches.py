@@ -87,8 +87,8 @@ def build(studio: Studio) -> None:
             if photos:
                 gr.Examples([[photos[-1], "the sun"], [photos[0], "树木"]], [image, text], label="Examples")
         with gr.Column(scale=1):
-            picture = result_image("Patch heatmap", 360)
+            picture = result_image("Patch heatmap", 360, elem_id="patches-output")
             table = gr.Dataframe(headers=["patch", "where", "cosine", "box (x0, y0, x1, y1)"],
-                                 label="Best five patches", interactive=False)
+                                 label="Best five patches", interactive=False, elem_id="patches-table")
             files = gr.File(label="Download: PNG + all 37 scores (JSON)", file_count="multiple", interactive=False)
     go.click(handler(studio), [image, text, model, alpha], [picture, table, files], api_name="patches")

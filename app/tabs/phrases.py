@@ -13,8 +13,8 @@ from brivl.viz import phrase_map as M
 from brivl.viz import phrases as P
 
 from .. import results
-from ..context import Studio, model_choice, result_image, run_stop_buttons, wire_stop
-from ..errors import StudioInputError, check_prompt, readable
+from ..context import Studio, model_choice, result_image, run_stop_buttons, text_examples
+from ..errors import Stopped, StudioInputError, check_prompt, log, readable
 from ..stream import stream
 
 _BUILD = threading.Lock()  # one index build at a time: two would write the same folder
@@ -37,8 +37,14 @@ def _build(studio: Studio, model_name: str, model, folder, plist: P.PhraseList, 
     """Yield status updates while the index builds; returns the index, or None when stopped."""
     def run(callback):
         with _BUILD, studio.pool.shared(model_name):
-            return P.build_index(model, folder, plist, model_name=model_name or studio.pool.default,
-                                 progress=False, on_batch=lambda done, total: callback(done, total))
+            try:
+                return P.build_index(model, folder, plist, model_name=model_name or studio.pool.default,
+                                     progress=False, on_batch=lambda done, total: callback(done, total))
+            except Stopped:
+                # Said here, in the worker: when the page went away nobody reads the stream any more.
+                log.info("phrase index build of %s phrases stopped (Stop, or the page closed); the shards done stay "
+                         "in %s for the next search", f"{len(plist.phrases):,}", folder)
+                raise
 
     first = None  # (done, seconds) of the first report: a resumed build reads its old shards fast
     for ev in stream(run, flag, interval=1.0):
@@ -117,7 +123,7 @@ def build(studio: Studio) -> None:
         with gr.Column(scale=1):
             query = gr.Textbox(label="Query", placeholder="e.g. 运动 (sports) or 汽车 (automobile)",
                                elem_id="phrases-query")
-            gr.Examples([["运动"], ["汽车"], ["夕阳"], ["音乐"]], [query], label="Examples")
+            text_examples(query, ["运动", "汽车", "夕阳", "音乐"], "Examples", "phrases-examples")
             model = model_choice(studio)
             with gr.Row():
                 source = gr.Textbox(value="jieba", label="Phrase list", info="jieba, or a text file (one per line)")
@@ -136,5 +142,10 @@ def build(studio: Studio) -> None:
     table = gr.Dataframe(headers=["rank", "phrase", "cosine"], label="Top-k phrases", interactive=False,
                          elem_id="phrases-table")
     inputs = [query, model, source, limit, k, layout, seed]
-    event = run.click(handler(studio), inputs, [table, picture, status, files], api_name="phrases")
-    wire_stop(studio, stop, event, "phrases_stop")
+    run.click(handler(studio), inputs, [table, picture, status, files], api_name="phrases")
+
+    def stop_build(request: gr.Request) -> None:
+        # Not a cancel: the build stops at its next batch and the search then says so in the page.
+        studio.stops.stop(studio.session(request))
+
+    stop.click(stop_build, None, None, api_name="phrases_stop", queue=False)
