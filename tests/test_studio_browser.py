@@ -210,8 +210,11 @@ def test_neurons_tab_example_and_top_images(browser, served, artifacts):
 
 
 def _top_phrases(page) -> list[str]:
-    cells = page.locator("#phrases-table tbody tr").all_inner_texts()
-    return [c.split()[1] for c in cells if len(c.split()) >= 3]
+    """The phrase column of the table, read from its text: rank, phrase, cosine, rank, phrase, cosine, ..."""
+    words = [w.strip() for w in page.locator("#phrases-table").inner_text().split("\n") if w.strip()]
+    start = words.index("cosine") + 1
+    cells = words[start:]
+    return [cells[i + 1] for i in range(0, len(cells) - 2, 3) if cells[i].isdigit()]
 
 
 def test_phrases_defaults_give_sports_words_for_yundong(browser, served, artifacts):

@@ -140,7 +140,7 @@ def build(studio: Studio) -> None:
             status = gr.Markdown(elem_id="phrases-status")
             files = gr.File(label="Download: PNG + top-k (JSON)", file_count="multiple", interactive=False)
     table = gr.Dataframe(headers=["rank", "phrase", "cosine"], label="Top-k phrases", interactive=False,
-                         elem_id="phrases-table")
+                         elem_id="phrases-table", max_height=1400)  # all 30 default rows at once, no inner scroll
     inputs = [query, model, source, limit, k, layout, seed]
     run.click(handler(studio), inputs, [table, picture, status, files], api_name="phrases")
 
