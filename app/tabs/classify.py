@@ -112,7 +112,7 @@ def build(studio: Studio) -> None:
             k = gr.Slider(1, 48, value=8, step=1, label="How many")
             find = gr.Button("Retrieve images", variant="primary", elem_id="retrieve-run")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="Best matches (cosine)", columns=4, height=320)
+            gallery = gr.Gallery(label="Best matches (cosine)", columns=4, height="auto", object_fit="contain")
             status = gr.Markdown(elem_id="retrieve-status")
             found = gr.File(label="Download: contact sheet PNG + ranking (JSON)", file_count="multiple",
                             interactive=False)

@@ -18,6 +18,12 @@ from ..errors import StudioInputError, check_prompt, check_render, readable
 from ..rendering import render_stream
 
 
+def describe_cutouts(final: float) -> str:
+    """The final objective of a VQGAN inversion in words: the mean cosine of the picture's cutouts with the text."""
+    return (f"; the picture's random cutouts have a mean cosine of {final:.3f} with the text (the objective it "
+            f"raised; 1 would be the same direction in the model's joint space)")
+
+
 def handler(studio: Studio):
     @readable
     def vqgan_imagine(prompt: str, model_name: str, vqgan_name: str, steps: float, size: float, seed: float,
@@ -40,7 +46,7 @@ def handler(studio: Studio):
                 return run_vqgan(model, vq, text, steps=steps, size=size, seed=seed, param=param, cutn=cutn, lr=lr,
                                  callback=callback, every=1, progress=False)
 
-        yield from render_stream(studio, request, run, settings, "vqgan", text, steps)
+        yield from render_stream(studio, request, run, settings, "vqgan", text, steps, describe=describe_cutouts)
     return vqgan_imagine
 
 
