@@ -62,9 +62,12 @@ def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: s
     if stream.isatty():
         return tqdm(iterable, file=stream, **common)
     if _in_notebook():
-        from tqdm.auto import tqdm as auto  # deferred: picks the notebook widget when ipywidgets is there
-
-        return auto(iterable, **common)
+        try:
+            import ipywidgets  # noqa: F401 - deferred: only to know whether tqdm can draw its notebook widget
+            from tqdm.notebook import tqdm as widget
+            return widget(iterable, **common)
+        except ImportError:
+            pass  # no widget library: plain lines, as in a log
     # Off a terminal: one line per refresh, at most every few seconds, ASCII so a log stays readable.
     seconds = line_seconds()
     return tqdm(iterable, file=LineStream(stream), mininterval=seconds, maxinterval=max(seconds, 10.0),

@@ -74,3 +74,13 @@ def test_progress_is_off_unless_asked_or_on_a_terminal(monkeypatch, capsys):
 def test_line_seconds_from_the_environment(monkeypatch, value, expected):
     monkeypatch.setenv("BRIVL_PROGRESS_SECONDS", value)
     assert progress.line_seconds() == expected
+
+
+def test_in_a_notebook_without_ipywidgets_the_bar_writes_lines(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # what a Jupyter kernel has loaded
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # not installed: tqdm could not draw its widget
+    assert progress.shown(None) is True
+    with progress.bar(range(4), progress=None, desc="in a notebook") as bar:
+        assert list(bar) == [0, 1, 2, 3]
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines()[-1].startswith("in a notebook: 100%|")
