@@ -1,4 +1,5 @@
 """What every tab shares: the model pool, the stop flags, the page's defaults, and the render controls."""
+import json
 import threading
 from dataclasses import dataclass, field
 
@@ -53,6 +54,19 @@ class Studio:
             return self._vqgans[name]
 
 
+def text_examples(box: gr.Textbox, samples: list[str], label: str = "Examples", elem_id: str | None = None
+                  ) -> gr.Dataset:
+    """Example texts that fill `box` in the browser itself: a click sets the box at once, so a Run pressed right
+    after it sends the example (gr.Examples asks the server first, and a quick Run could still send the old text)."""
+    dataset = gr.Dataset(components=[box], samples=[[s] for s in samples], label=label, type="index",
+                         elem_id=elem_id)
+    # The browser holds the clicked sample's index; the texts themselves are written into the function.
+    pick = f"(i) => {{ const texts = {json.dumps(list(samples), ensure_ascii=False)}; " \
+           f"const k = Array.isArray(i) ? i[0] : i; return typeof k === 'number' ? texts[k] : k; }}"
+    dataset.click(None, dataset, box, js=pick, queue=False, api_name=False)
+    return dataset
+
+
 def model_choice(studio: Studio, label: str = "Model") -> gr.Dropdown:
     """A model picker: the studio's models, or type a model folder's path."""
     return gr.Dropdown(studio.pool.names, value=studio.pool.default, label=label, allow_custom_value=True,
@@ -92,17 +106,15 @@ def wire_stop(studio: Studio, stop: gr.Button, event, api_name: str):
 
 
 def upload_image(label: str, elem_id: str) -> gr.Image:
-    """An image upload whose file is handed over as it is when Gradio cannot read it, so the handler's own check
-    (`errors.check_image_file`) says what is wrong in words, instead of a preprocessing trace. (The instance's
-    preprocess is wrapped: a gr.Image subclass would make Gradio write a .pyi file beside this module.)"""
+    """An image upload whose file is handed over as it is, so the handler's own check (`errors.check_image_file`)
+    says what is wrong in words, instead of a preprocessing trace. (The instance's preprocess is replaced: a gr.Image
+    subclass would make Gradio write a .pyi file beside this module.)"""
     image = gr.Image(label=label, type="filepath", sources=["upload", "clipboard"], height=300, elem_id=elem_id)
-    read = image.preprocess
 
     def preprocess(payload):
-        try:
-            return read(payload)
-        except Exception:  # noqa: BLE001 - not an image, damaged, or too large: checked by the handler
-            return getattr(payload, "path", None)
+        # The uploaded file's path, as it is: Gradio's own preprocess opens the file with PIL and leaves it open (a
+        # ResourceWarning per upload), and the handler reads and checks the image itself.
+        return getattr(payload, "path", None) if payload is not None else None
 
     image.preprocess = preprocess
 
@@ -119,7 +131,7 @@ def upload_image(label: str, elem_id: str) -> gr.Image:
     return image
 
 
-def result_image(label: str, height: int = 400, elem_id: str | None = None) -> gr.Image:
+def result_image(label: str, height: int = 400, elem_id: str | None = None, show_label: bool = True) -> gr.Image:
     """An output image, shown as PNG (lossless) and scaled to the box, small renders included."""
     return gr.Image(label=label, format="png", interactive=False, elem_classes=["result-image"], height=height,
-                    elem_id=elem_id)
+                    elem_id=elem_id, show_label=show_label)

@@ -1,7 +1,8 @@
 """Input checks for the studio, and one decorator that turns any failure into a readable message in the page.
 
 Every handler is wrapped in `readable`: a bad prompt, upload, folder or model path raises a known error, which
-becomes a `gr.Error` (a message box in the page); the server logs unexpected failures and keeps serving.
+becomes a `gr.Error` (a message box in the page) and one line in the server's log; the server logs unexpected
+failures with their traceback and keeps serving.
 """
 import functools
 import inspect
@@ -99,7 +100,10 @@ def readable(fn):
     """Wrap a handler (function or generator) so every failure shows as a gr.Error message in the page."""
     def convert(e: BaseException) -> gr.Error:
         if isinstance(e, BrivlError):  # the one error family: its message; anything else is a bug, logged
-            return gr.Error(_message(e), duration=None)
+            # One line in the server's log, no traceback (print_exception=False stops Gradio's queue printing one):
+            # a user's typo is not a crash.
+            log.info("%s: %s", fn.__name__, _message(e))
+            return gr.Error(_message(e), duration=None, print_exception=False)
         log.exception("studio handler %s failed", fn.__name__)
         return gr.Error(f"something went wrong ({type(e).__name__}: {_message(e)}); the studio is still running, "
                         f"try other settings", duration=None)

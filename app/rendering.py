@@ -9,11 +9,12 @@ from .stream import stream
 
 
 def render_stream(studio: Studio, request: gr.Request | None, run: Callable[[Callable], object], settings: dict,
-                  kind: str, label: str, steps: int, hint: Callable[[float | None], str] | None = None
-                  ) -> Iterator[tuple]:
+                  kind: str, label: str, steps: int, hint: Callable[[float | None], str] | None = None,
+                  describe: Callable[[float], str] | None = None) -> Iterator[tuple]:
     """Yield (image, status markdown, download files) for each preview and the final result.
 
-    `run(callback)` renders and returns a result with `.images` [n,3,H,W] (and `.history` [steps, n])."""
+    `run(callback)` renders and returns a result with `.images` [n,3,H,W] (and `.history` [steps, n]);
+    `describe(final)` says in words what the final objective value means (default: the bare number)."""
     session = studio.session(request)
     flag = studio.stops.new(session)
     try:
@@ -31,7 +32,7 @@ def render_stream(studio: Studio, request: gr.Request | None, run: Callable[[Cal
                     final = float(history[-1].flatten()[0])
                 info = {**settings, "time_s": round(ev.seconds, 3), "final_objective": final}
                 files = results.save(kind, result.images[0], info, label)
-                score = f", objective {final:.4f}" if final is not None else ""
+                score = "" if final is None else (describe(final) if describe else f", objective {final:.4f}")
                 note = hint(final) if hint is not None else ""
                 yield (results.to_array(result.images[0]),
                        f"done: {steps} steps in {ev.seconds:.1f} s{score}{note}", files)

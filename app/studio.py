@@ -8,6 +8,7 @@ import gradio as gr  # noqa: E402
 from .context import EXAMPLE_DIR, Studio  # noqa: E402
 from .models import ModelPool  # noqa: E402
 from .paths import Roots  # noqa: E402
+from .quiet import log_to_stderr, quiet_warnings  # noqa: E402
 from .tabs import classify, compare, imagine, neurons, patches, phrases, vqgan  # noqa: E402
 
 TABS = [("Imagine", imagine), ("VQGAN", vqgan), ("Neurons", neurons), ("Phrases", phrases),
@@ -48,6 +49,8 @@ def launch(models: list[str] | None = None, *, port: int = 7860, host: str = "12
            steps: int = 64, size: int = 128, vqgan: str = "lite", concurrency: int = 8, open_browser: bool = False,
            block: bool = True, allow_dirs: list[str] | None = None):
     """Build and serve the studio on host:port (127.0.0.1 by default); `concurrency` requests run at once."""
+    quiet_warnings()
+    log_to_stderr()
     demo = build_studio(models, device=device, steps=steps, size=size, vqgan=vqgan, allow_dirs=allow_dirs)
     demo.queue(default_concurrency_limit=concurrency, max_size=256)
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=open_browser,

@@ -3,8 +3,10 @@ running in its own process on 127.0.0.1. Every request has its own seed; each re
 request run alone afterwards (it must be that seed's image, not a neighbour's) and all images must differ.
 
 Prints p50/p95 latency (submit -> final image), submit -> first streamed preview, and the error count; with --json,
-writes them to a file. Usage:
+writes them to a file. With --every-tab, each client instead sends one request to every tab at once (the page's
+defaults or an example's input) and the per-tab latency and errors are printed. Usage:
     python bench/studio_load.py [--model brivl-lite] [--clients 8] [--requests 3] [--steps 8] [--size 64]
+    python bench/studio_load.py --every-tab --clients 2 --json bench/results/studio/every_tab.json
 """
 from __future__ import annotations
 
@@ -123,6 +125,65 @@ def load_test(url: str, *, model: str = "brivl-lite", clients: int = 8, requests
     }
 
 
+def tab_requests(model: str, steps: int, size: int) -> dict[str, tuple]:
+    """One request per tab with the page's defaults (an example's input where a tab needs one): api name -> args."""
+    from gradio_client import handle_file
+
+    photos = ROOT / "examples"
+    mountain, sunset = handle_file(str(photos / "mountain_forest.png")), handle_file(str(photos / "sunset.png"))
+    return {
+        "/imagine": ("夕阳下的大海", model, steps, size, 0, "fft", True, 0.05),
+        "/vqgan": ("云中的城堡", model, "lite", steps, size, 0, "z", 8, 0.1),
+        "/neuron": (model, "llp", 108, "forest", 1.0, steps, size, 0, "fft", True, 0.05),
+        "/top_images": (model, "llp", 108, str(photos), 8),
+        "/phrases": ("运动", model, "jieba", 5000, 30, "umap", 0),
+        "/classify": (mountain, "山, 森林, 城市, 海滩", "{}", model),
+        "/retrieve": ("夕阳下的大海", str(photos), 8, model),
+        "/patches": (sunset, "the sun", model, 0.55),
+        "/compare": ("雪山下的森林", model, "tiny", steps, size, 0, "fft", True, 0.05),
+    }
+
+
+def every_tab(url: str, *, model: str = "brivl-lite", clients: int = 2, steps: int = 8, size: int = 64) -> dict:
+    """Each of `clients` clients sends every tab's request once, all at the same time; per-tab latency and errors."""
+    from gradio_client import Client
+
+    times: dict[str, list[float]] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client_thread(c: int) -> None:
+        client = Client(url, verbose=False)
+        for api, args in tab_requests(model, steps, size).items():
+            t0 = time.perf_counter()
+            try:
+                client.predict(*args, api_name=api)
+                with lock:
+                    times.setdefault(api, []).append(time.perf_counter() - t0)
+            except Exception as e:  # noqa: BLE001 - counted
+                with lock:
+                    errors.append(f"client {c} {api}: {type(e).__name__}: {str(e)[:200]}")
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client_thread, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=1800)
+    return {"url": url, "model": model, "clients": clients, "steps": steps, "size": size,
+            "wall_s": round(time.perf_counter() - t0, 3), "errors": len(errors), "error_texts": errors[:10],
+            "tabs": {api: {"done": len(v), "p50_s": round(percentile(v, 50), 3), "max_s": round(max(v), 3)}
+                     for api, v in times.items()}}
+
+
+def _print_tabs(stats: dict) -> None:
+    print(json.dumps(stats, indent=2, ensure_ascii=False))
+    for api, t in stats["tabs"].items():
+        print(f"{api:<12} {t['done']} done  p50 {t['p50_s']:6.2f} s  max {t['max_s']:6.2f} s")
+    print(f"every tab x {stats['clients']} clients ({stats['model']}, {stats['steps']} steps, {stats['size']} px): "
+          f"{stats['errors']} errors, {stats['wall_s']:.1f} s in all")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="a running studio (default: start one with the model)")
@@ -133,7 +194,12 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the studio process (default 1)")
     ap.add_argument("--json", help="write the numbers here")
+    ap.add_argument("--every-tab", action="store_true", help="instead: each client sends one request to every tab "
+                                                             "(Imagine, VQGAN, Neurons, Phrases, Classify, Retrieve, "
+                                                             "Patches, Compare) at once; per-tab latency and errors")
     args = ap.parse_args()
+    if args.every_tab:
+        return _every_tab_main(args)
     if args.url:
         stats = load_test(args.url, model=args.model, clients=args.clients, requests=args.requests,
                           steps=args.steps, size=args.size)
@@ -154,6 +220,21 @@ def main() -> int:
         Path(args.json).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     ok = stats["errors"] == 0 and not stats["not_own_image"] and stats["distinct_images"] == stats["completed"]
     return 0 if ok else 1
+
+
+def _every_tab_main(args: argparse.Namespace) -> int:
+    if args.url:
+        stats = every_tab(args.url, model=args.model, clients=args.clients, steps=args.steps, size=args.size)
+    else:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from studio_server import studio
+
+        with studio([args.model, "tiny"], threads=args.threads) as url:
+            stats = every_tab(url, model=args.model, clients=args.clients, steps=args.steps, size=args.size)
+    _print_tabs(stats)
+    if args.json:
+        Path(args.json).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0 if stats["errors"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
 from .data import Augment, DataError, PairDataset, ResumableSampler, read_pairs
+from .progress import bar as progress_bar
 
 CACHE_FILE = "cache.json"
 SHARD = 512  # pairs per image shard
@@ -67,7 +67,7 @@ def build_feature_cache(model, source: str | Path, out: str | Path, views: int =
         _cache_texts(model, flat, out / "labels.safetensors", batch_size, progress, "caching label prompts")
         atomic_write_bytes(out / "labels.json", json.dumps(labels, ensure_ascii=False).encode())
     n_shards = (len(pairs) + SHARD - 1) // SHARD
-    for shard in tqdm(range(n_shards), disable=not progress, desc="caching images"):
+    for shard in progress_bar(range(n_shards), progress=progress, desc="caching images"):
         path = out / f"images-{shard:05d}.safetensors"
         if path.is_file():
             continue  # written by an earlier, interrupted run
@@ -100,7 +100,7 @@ def build_feature_cache(model, source: str | Path, out: str | Path, views: int =
 
 def _cache_texts(model, texts: list[str], path: Path, batch_size: int, progress: bool, desc: str) -> None:
     hidden, offsets = [], [0]
-    for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc=desc):
+    for start in progress_bar(range(0, len(texts), batch_size), progress=progress, desc=desc):
         tok = model.tokenize(texts[start:start + batch_size], warn=False)
         tok.pop("truncated")
         states = model.textencoder.hidden_states(**tok).half()

@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 import yaml
-from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, atomic_write_bytes, load_into, load_safetensors, save_safetensors
 from .config import BriVLConfig, ConfigError, preset
@@ -28,6 +26,7 @@ from .feature_cache import FeatureCacheDataset, cache_batches, is_feature_cache
 from .hub import load
 from .lite.assemble import with_package_backbones
 from .moco import CrossModalMoCo, check_queue_size
+from .progress import bar as progress_bar
 from .model.brivl import BriVL
 from .nested_state import load_nested, rng_state, save_nested, set_rng_state
 from .run_lock import OutputBusyError, acquire, release
@@ -521,9 +520,8 @@ class Trainer:
             ) -> dict[str, Any]:
         """Train to cfg.steps from wherever the run is; returns the last step's metrics."""
         cfg = self.cfg
-        show = progress if progress is not None else sys.stderr.isatty()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (show and self.rank == 0),
-                   desc="pre-training", unit="step")
+        bar = progress_bar(total=cfg.steps, initial=self.step, progress=progress if self.rank == 0 else False,
+                           desc="pre-training", unit="step")
         if isinstance(self.dataset, FeatureCacheDataset):
             stream = cache_batches(self.dataset, self.sampler)
         else:

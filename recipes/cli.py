@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import yaml
@@ -36,7 +35,7 @@ def cmd_build_vqgan(args: argparse.Namespace) -> int:
     for key in ("work", "out", "steps"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
-    print(json.dumps(build_vqgan(cfg, progress=sys.stderr.isatty())))
+    print(json.dumps(build_vqgan(cfg, progress=True)))
     return 0
 
 

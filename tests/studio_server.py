@@ -18,14 +18,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def studio(models: list[str], *extra: str, timeout: float = 600, threads: int = 1, env: dict | None = None):
-    """Run the studio on a free port until the block ends; yields its URL. Its log goes to a file beside ROOT/.."""
+def studio(models: list[str], *extra: str, timeout: float = 600, threads: int = 1, env: dict | None = None,
+           log_path: str | Path | None = None):
+    """Run the studio on a free port until the block ends; yields its URL. Its log (stdout and stderr) goes to
+    log_path, else $BRIVL_STUDIO_LOG, else nowhere."""
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", **(env or {})}
     named = [a for m in models for a in ("--model", m)]
     cmd = [sys.executable, "-m", "brivl.cli", "studio", "--port", str(port), *named, *extra]
-    log = open(os.environ.get("BRIVL_STUDIO_LOG", os.devnull), "w")  # noqa: SIM115 - closed below
+    log = open(log_path or os.environ.get("BRIVL_STUDIO_LOG", os.devnull), "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:

@@ -185,12 +185,16 @@ def test_similarity_table(capsys, images, model):
         name, *values, top = line.split()
         table[name], best[name] = [float(v) for v in values], top
     assert list(table) == [p.name for p in images]
-    assert lines[4:] == ["[0] a cat", "[1] the sea"]
+    assert lines[4].startswith("which text fits each image: softmax over the texts of cosine / 0.07")
+    probs = {line.split()[0]: [float(v.rstrip("%")) / 100 for v in line.split()[1:]] for line in lines[6:8]}
+    assert lines[8:] == ["[0] a cat", "[1] the sea"]
     got = torch.tensor([table[p.name] for p in images])
     assert got.shape == (2, 2)
     expected = (model.encode_image(load_images(images, 128)) @ model.encode_text(texts).T).detach()
     assert torch.allclose(got, expected, atol=1e-3)
     assert [best[p.name] for p in images] == [f"[{j}]" for j in expected.argmax(1).tolist()]
+    want = torch.softmax(expected / 0.07, dim=1)
+    assert torch.allclose(torch.tensor([probs[p.name] for p in images]), want, atol=2e-3)
 
 
 # --- errors: exit status 2, one line on stderr, nothing saved -------------------------------------

@@ -30,8 +30,12 @@ def words():
 def test_read_phrases_jieba_default_and_files(tmp_path):
     jieba = P.read_phrases()
     assert len(jieba.phrases) == 349_045  # 349,046 lines; 'B超' is listed twice
-    assert jieba.phrases[:3] == ["AT&T", "B超", "c#"] and "运动" in jieba.phrases and "汽车" in jieba.phrases
-    assert P.read_phrases("jieba", limit=5).phrases == jieba.phrases[:5]
+    # Most frequent first (dict.txt's second column), not the file's character order (AT&T, B超, c#, 一, 丁, ...).
+    assert jieba.phrases[:3] == ["了", "是", "在"] and "jieba" in jieba.source and "frequent" in jieba.source
+    top = P.read_phrases("jieba", limit=5000).phrases
+    assert top == jieba.phrases[:5000]
+    assert {"运动", "体育", "比赛", "足球", "运动员", "汽车", "中国"} <= set(top)  # everyday words, not 七十多年 or CALL机
+    assert not {"七十多年", "CALL机", "AT&T"} & set(top)
     f = tmp_path / "p.txt"
     f.write_text("\ufeffcat\n\n  dog \ncat\nbird\n", encoding="utf-8")
     plist = P.read_phrases(f)

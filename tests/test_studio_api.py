@@ -114,11 +114,13 @@ def test_neuron_and_top_activating_images(client):
                                           api_name="/neuron")
     png, meta = _files(files)
     assert status.startswith("done:") and meta["layer"] == "llp" and meta["channel"] == 5 and meta["text"] == "forest"
-    gallery, note, files = client.predict("tiny", "llp", 5, str(ROOT / "examples"), 2, api_name="/top_images")
+    assert "the channel's mean activation + 1 \u00d7 the cosine with \u201cforest\u201d" in status  # said in words
+    gallery, table, note, files = client.predict("tiny", "llp", 5, str(ROOT / "examples"), 2, api_name="/top_images")
     assert len(gallery) == 2 and "2 images scored" in note
     _, meta = _files(files)
     scores = [t["activation"] for t in meta["top"]]
     assert scores == sorted(scores, reverse=True)
+    assert [row[2] for row in table["data"]] == [round(s, 4) for s in scores]  # the scores shown in the page
     assert "out of range" in _error_text(client, "tiny", "llp", 99999, "", 1.0, 4, 64, 0, "fft", True, 0.05,
                                          api_name="/neuron")
 
@@ -135,10 +137,13 @@ def test_classify_retrieve_and_patches(client):
     gallery, note, _ = client.predict("夕阳", str(ROOT / "examples"), 5, "tiny", api_name="/retrieve")
     assert len(gallery) == 2
     picture, table, files = client.predict(sunset, "the sun", "tiny", 0.5, api_name="/patches")
-    _, meta = _files(files)
+    png, meta = _files(files)
     assert len(meta["patches"]) == 37 and len(table["data"]) == 5
+    with Image.open(png) as im:
+        assert max(im.size) == 384  # the download: the overlay itself
     with Image.open(picture) as im:
-        assert max(im.size) == 384
+        w, h = im.size
+        assert 384 <= h <= 420 and w >= h + 80  # in the page: the overlay with its colour bar beside it
 
 
 def test_phrases_top_k_and_map(client, tmp_path):

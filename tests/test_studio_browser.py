@@ -122,3 +122,196 @@ def test_a_bad_upload_shows_a_readable_message_and_the_studio_keeps_serving(brow
     page.get_by_role("button", name="Imagine", exact=True).click()
     page.locator("#imagine-status").get_by_text("done:").wait_for(timeout=300_000)
     page.close()
+
+
+# --- every tab with its defaults: click an example, run, check what the page shows --------------------------------
+
+# Words about sports: Phrases' top-30 for 运动 over the 5,000 most frequent jieba phrases must hold at least three
+# (the query itself not counted). brivl-lite gives 锻炼, 体育, 运动员 among them.
+SPORTS = {"体育", "锻炼", "运动员", "比赛", "足球", "篮球", "健身", "体操", "冠军", "球队", "球员", "奥运会", "游泳",
+          "运动会", "跑步", "训练", "排球", "网球", "田径", "竞技", "赛跑", "球赛", "体能", "运动场", "体育运动", "赛事",
+          "健儿", "教练", "体育场", "锦标赛"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The studio on brivl-lite and tiny (8 steps at 64 px) and the file its terminal output goes to."""
+    log = tmp_path_factory.mktemp("studio-log") / "studio.log"
+    with studio(["brivl-lite", "tiny"], "--steps", "8", "--size", "64", log_path=log) as u:
+        yield u, log
+
+
+def _open(browser, url: str, tab: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(url)
+    page.locator("#imagine-prompt textarea").wait_for(timeout=300_000)
+    if tab != "Imagine":
+        page.get_by_role("tab", name=tab).click()
+    return page
+
+
+def _example(page, examples_id: str, text: str) -> None:
+    page.locator(f"#{examples_id}").get_by_text(text, exact=True).first.click()
+
+
+def _shot(page, artifacts: Path, name: str) -> None:
+    page.wait_for_timeout(500)  # images fade in
+    page.screenshot(path=str(artifacts / f"studio-{name}.png"), full_page=True)
+
+
+def test_an_example_clicked_then_run_at_once_sends_the_example(browser, served, artifacts):
+    url, log = served
+    page = _open(browser, url, "Imagine")
+    _example(page, "imagine-examples", "雪山下的森林")
+    page.get_by_role("button", name="Imagine", exact=True).click()  # no wait: the box is filled in the browser
+    page.locator("#imagine-status").get_by_text("done:").wait_for(timeout=300_000)
+    status = page.locator("#imagine-status").inner_text()
+    assert "cosine with the text" in status, status
+    assert page.get_by_text("the prompt is empty").count() == 0
+    page.close()
+
+
+def test_an_input_error_is_a_message_and_one_log_line_not_a_traceback(browser, served):
+    url, log = served
+    page = _open(browser, url, "Imagine")
+    page.get_by_role("button", name="Imagine", exact=True).click()  # the prompt is empty
+    page.get_by_text("the prompt is empty").first.wait_for(timeout=120_000)
+    page.close()
+    text = log.read_text(encoding="utf-8")
+    assert "brivl studio: imagine: the prompt is empty" in text
+    assert "Traceback" not in text and "Warning" not in text and "warning:" not in text, text[-3000:]
+
+
+def test_vqgan_tab_example(browser, served, artifacts):
+    page = _open(browser, served[0], "VQGAN")
+    _example(page, "vqgan-examples", "云中的城堡")
+    assert page.locator("#vqgan-prompt textarea").input_value() == "云中的城堡"
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator("#vqgan-status").get_by_text("done:").wait_for(timeout=300_000)
+    assert page.locator("#vqgan-output img").count() == 1
+    _shot(page, artifacts, "vqgan")
+    page.close()
+
+
+def test_neurons_tab_example_and_top_images(browser, served, artifacts):
+    page = _open(browser, served[0], "Neurons")
+    _example(page, "neurons-examples", "forest")
+    page.get_by_role("button", name="Visualise neuron", exact=True).click()
+    page.locator("#neurons-status").get_by_text("done:").wait_for(timeout=300_000)
+    status = page.locator("#neurons-status").inner_text()
+    assert "the channel's mean activation + 1 \u00d7 the cosine with \u201cforest\u201d" in status, status
+    assert page.locator("#neurons-folder textarea").input_value().endswith("examples")  # filled, as Classify's
+    page.locator("#neurons-rank").click()
+    page.locator("#neurons-top-status").get_by_text("2 images scored").wait_for(timeout=300_000)
+    scores = page.locator("#neurons-scores").inner_text()
+    assert "mountain_forest.png" in scores and "sunset.png" in scores, scores
+    _shot(page, artifacts, "neurons")
+    page.close()
+
+
+def _top_phrases(page) -> list[str]:
+    """The phrase column of the table, read from its text: rank, phrase, cosine, rank, phrase, cosine, ..."""
+    words = [w.strip() for w in page.locator("#phrases-table").inner_text().split("\n") if w.strip()]
+    start = words.index("cosine") + 1
+    cells = words[start:]
+    return [cells[i + 1] for i in range(0, len(cells) - 2, 3) if cells[i].isdigit()]
+
+
+def test_phrases_defaults_give_sports_words_for_yundong(browser, served, artifacts):
+    page = _open(browser, served[0], "Phrases")
+    _example(page, "phrases-examples", "运动")
+    page.get_by_role("button", name="Search phrases", exact=True).click()
+    page.locator("#phrases-status").get_by_text("top 30 of 5,000 phrases").wait_for(timeout=600_000)
+    top = _top_phrases(page)
+    assert len(top) == 30, top
+    sports = [p for p in top if p in SPORTS]
+    assert len(sports) >= 3, f"top-30 for 运动: {top}"
+    assert "most frequent" in page.locator("#phrases-status").inner_text()
+    assert page.locator("#phrases-map img").count() == 1
+    _shot(page, artifacts, "phrases")
+    page.close()
+
+
+def _start_full_build(browser, url: str):
+    page = _open(browser, url, "Phrases")
+    page.locator("#phrases-query textarea").fill("运动")
+    limit = page.get_by_label("How many phrases")
+    limit.fill("0")  # all 349,045: minutes of building
+    limit.press("Tab")
+    page.get_by_role("button", name="Search phrases", exact=True).click()
+    page.locator("#phrases-status").get_by_text("building the index:").wait_for(timeout=300_000)
+    return page
+
+
+def test_stop_ends_a_phrase_build_and_says_it_resumes(browser, served, artifacts):
+    url, log = served
+    page = _start_full_build(browser, url)
+    status = page.locator("#phrases-status").inner_text()
+    assert "of 349,045 phrases" in status and "Stop" in status, status
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.locator("#phrases-status").get_by_text("stopped after").wait_for(timeout=120_000)
+    assert "Search** again resumes" in page.locator("#phrases-status").inner_text() or \
+        "again resumes" in page.locator("#phrases-status").inner_text()
+    _shot(page, artifacts, "phrases-stopped")
+    page.close()
+    assert "phrase index build of 349,045 phrases stopped" in log.read_text(encoding="utf-8")
+
+
+def test_a_phrase_build_stops_when_the_page_goes_away(browser, served):
+    url, log = served
+    before = log.read_text(encoding="utf-8").count("phrase index build of 349,045 phrases stopped")
+    page = _start_full_build(browser, url)
+    page.close()
+    deadline = time.monotonic() + 120
+    while log.read_text(encoding="utf-8").count("phrase index build of 349,045 phrases stopped") == before:
+        assert time.monotonic() < deadline, "the build kept running after the page closed"
+        time.sleep(1)
+
+
+def test_classify_and_retrieve_examples(browser, served, artifacts):
+    page = _open(browser, served[0], "Classify & retrieve")
+    page.get_by_text("山, 森林, 城市, 海滩").first.click()  # the mountain photo's example
+    page.wait_for_timeout(1500)  # the example's image comes from the server
+    assert page.locator("#classify-labels textarea").input_value() == "山, 森林, 城市, 海滩"
+    page.locator("#classify-run").click()
+    scores = page.locator("#classify-scores")
+    scores.get_by_text("%").first.wait_for(timeout=300_000)
+    lines = [w.strip() for w in scores.inner_text().split("\n") if w.strip()]
+    assert lines[0] == "Labels, most likely first" and lines[1] in ("森林", "山"), lines  # the mountain photo's subject
+    assert {"森林", "山", "城市", "海滩"} <= set(lines)
+    page.locator("#retrieve-text textarea").fill("夕阳下的大海")
+    page.locator("#retrieve-run").click()
+    page.locator("#retrieve-status").get_by_text("2 images ranked").wait_for(timeout=300_000)
+    _shot(page, artifacts, "classify")
+    page.close()
+
+
+def test_patches_example_has_a_colour_bar(browser, served, artifacts):
+    page = _open(browser, served[0], "Patches")
+    page.get_by_text("the sun", exact=True).first.click()
+    page.wait_for_timeout(1500)
+    page.locator("#patches-run").click()
+    page.locator("#patches-output img").wait_for(timeout=300_000)
+    table = page.locator("#patches-table").inner_text()
+    assert table.count("of 6") + table.count("whole image") == 5, table  # the best five patches, where they are
+    src = page.locator("#patches-output img").get_attribute("src")
+    image = np.asarray(Image.open(io.BytesIO(_image_bytes(page, src))).convert("RGB"))
+    assert image.shape[1] > image.shape[0] * 1.1, "no colour bar beside the heatmap"
+    _shot(page, artifacts, "patches")
+    page.close()
+
+
+def test_compare_tab_example(browser, served, artifacts):
+    page = _open(browser, served[0], "Compare")
+    panel = page.get_by_role("tabpanel")
+    panel.get_by_text("雪山下的森林", exact=True).first.click()
+    box = panel.get_by_label("Prompt")
+    deadline = time.monotonic() + 60
+    while box.input_value() != "雪山下的森林":  # gr.Examples (this tab's) fills the box from the server
+        assert time.monotonic() < deadline, "the example never reached the prompt box"
+        page.wait_for_timeout(200)
+    panel.get_by_role("button", name="Compare", exact=True).click()
+    panel.get_by_text("done (text match").first.wait_for(timeout=300_000)
+    assert panel.locator("img").count() >= 2
+    _shot(page, artifacts, "compare")
+    page.close()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def _vqgan_args(p: argparse.ArgumentParser, figure: bool = False) -> None:
 def _phrase_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phrases", default="jieba", help="'jieba' (its dictionary, 349,045 phrases; the default) or a "
                                                       "text file with one phrase per line")
-    p.add_argument("--limit", type=int, help="use only the first N phrases")
+    p.add_argument("--limit", type=int, help="use only the first N phrases (for jieba: the N most frequent)")
     p.add_argument("--index", help="the index folder (default: a folder named by the model and phrase fingerprints "
                                    "under $BRIVL_CACHE/phrase-index; for fig5c, the folder to put those in)")
     p.add_argument("--batch-size", type=int, default=256, help="phrases per forward pass (default 256)")
@@ -131,7 +130,7 @@ def _imagine_vqgan(args: argparse.Namespace) -> int:
         init = load_image(args.init_image)
     t0 = time.perf_counter()
     result = vqgan_imagine(model, vqgan, pairs, steps=args.steps, size=args.size, lr=args.lr, seed=args.seed,
-                           param=args.tokens, cutn=args.cutn, cut_pow=args.cut_pow, init=init)
+                           param=args.tokens, cutn=args.cutn, cut_pow=args.cut_pow, init=init, progress=True)
     seconds = time.perf_counter() - t0
     out = Path(args.output)
     save_png(result.images[0], out)
@@ -159,7 +158,7 @@ def cmd_imagine(args: argparse.Namespace) -> int:
     model = load_model(args)
     settings = {"text": args.text, **_render_settings(args)}
     t0 = time.perf_counter()
-    result = network.imagine(model, args.text, **_render_settings(args))
+    result = network.imagine(model, args.text, **_render_settings(args), progress=True)
     _write_render(args, model, result, settings, time.perf_counter() - t0)
     return 0
 
@@ -174,7 +173,7 @@ def cmd_neuron(args: argparse.Namespace) -> int:
                 **_render_settings(args)}
     t0 = time.perf_counter()
     result = network.neuron(model, args.layer, args.channel, args.text, text_weight=args.text_weight,
-                        **_render_settings(args))
+                            **_render_settings(args), progress=True)
     _write_render(args, model, result, settings, time.perf_counter() - t0)
     return 0
 
@@ -192,7 +191,7 @@ def cmd_fig2(args: argparse.Namespace) -> int:
     try:
         info = figures.fig2(model, args.out, steps=args.steps, size=args.size, seed=args.seed, param=args.param,
                             decorrelate=args.decorrelate, lr=args.lr, channels=args.channels,
-                            text_weight=args.text_weight, model_name=args.model)
+                            text_weight=args.text_weight, model_name=args.model, progress=True)
     except figures.ChannelError as e:
         raise InputError(f"{e} (set them with --channels)") from None
     print(f"wrote {Path(args.out) / info['files']['grid']} and fig2.json ({info['time_s']:.1f} s)")
@@ -213,7 +212,7 @@ def cmd_figures_all(args: argparse.Namespace) -> int:
         raise InputError(f"--only takes {', '.join(ALL)}; got {' '.join(args.only)}")
     model = load(args.model, device=args.device)
     summary = regenerate_all(model, args.out, model_name=args.model, steps=args.steps, size=args.size,
-                             seed=args.seed, phrase_limit=args.phrase_limit, only=args.only)
+                             seed=args.seed, phrase_limit=args.phrase_limit, only=args.only, progress=True)
     failed = [f["figure"] for f in summary["figures"] if not f["ok"]]
     print(f"wrote {Path(args.out) / 'index.html'} ({len(summary['figures']) - len(failed)} of "
           f"{len(summary['figures'])} figures, {summary['time_s']:.0f} s)"
@@ -243,7 +242,7 @@ def _fig3(args: argparse.Namespace) -> int:
     info = figures.fig3(model, vqgan, args.out, compare=compare, model_name=args.model,
                         compare_name=None if compare is None else args.compare, prompts=prompts,
                         steps=args.steps, size=args.size, seed=args.seed, lr=args.lr, tokens=args.tokens,
-                        cutn=args.cutn, cut_pow=args.cut_pow)
+                        cutn=args.cutn, cut_pow=args.cut_pow, progress=True)
     print(f"wrote {Path(args.out) / 'fig3.png'} and fig3.json ({info['time_s']:.1f} s)")
     return 0
 
@@ -268,8 +267,7 @@ def _phrase_index(args: argparse.Namespace, model, label: str, build: bool = Tru
     folder = Path(args.index) if args.index else P.default_index_folder(model, plist, root)
     if not build:
         return P.PhraseIndex.open(folder, model)
-    show = sys.stderr.isatty()
-    return P.build_index(model, folder, plist, batch_size=args.batch_size, model_name=label, progress=show)
+    return P.build_index(model, folder, plist, batch_size=args.batch_size, model_name=label, progress=True)
 
 
 def cmd_phrases(args: argparse.Namespace) -> int:
@@ -471,7 +469,7 @@ def _add_figures_all(figures) -> None:
     f.add_argument("--size", type=int, help="image side (default: the model's input)")
     f.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     f.add_argument("--phrase-limit", type=int, help="use only the first N of jieba's phrases for Fig. 5c (default: all)")
-    f.add_argument("--only", nargs="+", help=f"just these ({' '.join(ALL)})")
+    f.add_argument("--only", nargs="+", metavar="FIGURE", help=f"just these ({' '.join(ALL)})")
     f.set_defaults(run=cmd_figures_all)
 
 

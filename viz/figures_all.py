@@ -69,12 +69,12 @@ def _grid(images, path: Path, titles: Sequence[str], title: str, cell: float = 2
 
 
 def fig4c(model: TwoTower, out: str | Path, *, steps: int = 256, size: int | None = None, seed: int = 0,
-          param: str = "fft", lr: float = 0.05, model_name: str | None = None) -> dict:
+          param: str = "fft", lr: float = 0.05, model_name: str | None = None, progress: bool | None = False) -> dict:
     """Fig. 4c: the visualisation of "baseball field viewed from above" (English and Chinese) as one grid."""
     out = Path(out)
     t0 = time.perf_counter()
     result = imagine(model, list(FIG4C_PROMPTS), steps=steps, size=size, seed=seed, param=param, lr=lr,
-                     progress=False)
+                     progress=progress)
     for i, image in enumerate(result.images):
         F.save_png(image, out / f"cell{i}.png")
     _grid(result.images, out / "fig4c.png", [f"\u201c{t}\u201d" for t in FIG4C_PROMPTS],
@@ -90,17 +90,17 @@ def fig4c(model: TwoTower, out: str | Path, *, steps: int = 256, size: int | Non
 
 
 def fig3(model: TwoTower, out: str | Path, *, vqgan="lite", steps: int = 256, size: int = 256, seed: int = 0,
-         model_name: str | None = None, prompts: Sequence[str] = FIG3_PROMPTS) -> dict:
+         model_name: str | None = None, prompts: Sequence[str] = FIG3_PROMPTS, progress: bool | None = False) -> dict:
     """Fig. 3 by VQGAN inversion through `vqgan` (default: the embedded one): `viz.figures.fig3` (panels b-d; panel a
     needs a CLIP-style model) where it exists, else panel d alone with viz.vqgan_imagine."""
     out = Path(out)
     vq = load_vqgan(vqgan) if isinstance(vqgan, (str, Path)) else vqgan
     if hasattr(F, "fig3"):
-        return F.fig3(model, vq, out, steps=steps, size=size, seed=seed, model_name=model_name, progress=False)
+        return F.fig3(model, vq, out, steps=steps, size=size, seed=seed, model_name=model_name, progress=progress)
     t0 = time.perf_counter()
     images, finals = [], []
     for text in prompts:
-        r = vqgan_imagine(model, vq, text, steps=steps, size=size, seed=seed, progress=False)
+        r = vqgan_imagine(model, vq, text, steps=steps, size=size, seed=seed, progress=progress)
         images.append(r.images[0])
         finals.append(float(r.history[-1, 0]))
     for i, image in enumerate(images):
@@ -117,7 +117,7 @@ def fig3(model: TwoTower, out: str | Path, *, vqgan="lite", steps: int = 256, si
 
 
 def fig5c(model: TwoTower, out: str | Path, *, phrase_limit: int | None = None, seed: int = 0, layout: str = "umap",
-          model_name: str | None = None, index_root: str | Path | None = None) -> dict:
+          model_name: str | None = None, index_root: str | Path | None = None, progress: bool | None = False) -> dict:
     """Fig. 5c: the model's text backbone alone beside the model, over jieba's phrases (indexes cached)."""
     name = model_name or F._model_name(model)
     columns: list[tuple[str, TwoTower]] = []
@@ -128,7 +128,7 @@ def fig5c(model: TwoTower, out: str | Path, *, phrase_limit: int | None = None, 
     columns.append((name, model))
     plist = P.read_phrases("jieba", phrase_limit)
     built = [(label, m, P.build_index(m, P.default_index_folder(m, plist, index_root), plist, model_name=label,
-                                      progress=False)) for label, m in columns]
+                                      progress=progress)) for label, m in columns]
     info = M.fig5c(built, out, seed=seed, layout=layout)
     info["phrase_limit"] = phrase_limit
     F.write_json(info, Path(out) / "fig5c.json")
@@ -170,8 +170,9 @@ def fig2_channels(model: TwoTower) -> list[int]:
 def regenerate_all(model: TwoTower, out: str | Path, *, model_name: str | None = None, steps: int = 256,
                    size: int | None = None, seed: int = 0, phrase_limit: int | None = None,
                    only: Sequence[str] | None = None, vqgan="lite", layout: str = "umap",
-                   s2a_pairs: int = 200, log: Callable[[str], None] = print) -> dict:
-    """Run every figure (or `only` these) into out/<figure>/, then write out/index.html, index.md and index.json."""
+                   s2a_pairs: int = 200, log: Callable[[str], None] = print, progress: bool | None = False) -> dict:
+    """Run every figure (or `only` these) into out/<figure>/, then write out/index.html, index.md and index.json.
+    `progress` (brivl.progress.bar) reports each render and phrase index as it runs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(only or ALL)
@@ -180,13 +181,14 @@ def regenerate_all(model: TwoTower, out: str | Path, *, model_name: str | None =
         raise UserInputError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     name = model_name or F._model_name(model)
     jobs = {
-        "fig2": lambda d: F.fig2(model, d, steps=steps, size=size, seed=seed, model_name=name, progress=False,
+        "fig2": lambda d: F.fig2(model, d, steps=steps, size=size, seed=seed, model_name=name, progress=progress,
                                  channels=fig2_channels(model)),
         # VQGAN inversion at its own default of 100 steps at most: 12 images of 256 px, each step 8 cutouts.
         "fig3": lambda d: fig3(model, d, vqgan=vqgan, steps=min(steps, 100), size=size or 256, seed=seed,
-                               model_name=name),
-        "fig4c": lambda d: fig4c(model, d, steps=steps, size=size, seed=seed, model_name=name),
-        "fig5c": lambda d: fig5c(model, d, phrase_limit=phrase_limit, seed=seed, layout=layout, model_name=name),
+                               model_name=name, progress=progress),
+        "fig4c": lambda d: fig4c(model, d, steps=steps, size=size, seed=seed, model_name=name, progress=progress),
+        "fig5c": lambda d: fig5c(model, d, phrase_limit=phrase_limit, seed=seed, layout=layout, model_name=name,
+                                 progress=progress),
         "s2a": lambda d: s2a(model, d, model_name=name, pairs=s2a_pairs),
     }
     entries = []

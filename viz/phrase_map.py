@@ -123,11 +123,11 @@ def draw_phrase_maps(maps: Sequence[Sequence[PhraseMap]], path: str | Path, *, t
             sc = ax.scatter(xy[1:, 0], xy[1:, 1], c=m.scores, cmap="viridis", s=22, zorder=2)
             ax.scatter(xy[:1, 0], xy[:1, 1], marker="*", s=220, c="crimson", edgecolors="k", linewidths=0.5, zorder=3)
             star = m.query if not fallback or _covers(font, m.query) else (english or {}).get(m.query, "query")
-            ax.annotate(star, xy[0], xytext=(5, 5), textcoords="offset points",
-                        fontproperties=font.properties(11), color="crimson", weight="bold", zorder=4)
-            for rank, (phrase, point) in enumerate(zip(m.phrases, xy[1:]), 1):
-                ax.annotate(_label(phrase, rank, font, fallback), point, xytext=(3, 2), textcoords="offset points",
-                            fontproperties=small, zorder=4)
+            ax.star_label = ax.annotate(star, xy[0], xytext=(5, 5), textcoords="offset points",
+                                        fontproperties=font.properties(11), color="crimson", weight="bold", zorder=4)
+            ax.labels = [ax.annotate(_label(phrase, rank, font, fallback), point, xytext=(3, 2),
+                                     textcoords="offset points", fontproperties=small, zorder=4)
+                         for rank, (phrase, point) in enumerate(zip(m.phrases, xy[1:]), 1)]
             gloss = english.get(m.query) if english else None
             shown = m.query if not fallback or _covers(font, m.query) else None
             query = " ".join(x for x in (shown and f"\u201c{shown}\u201d", gloss and f"({gloss})") if x) or "query"
@@ -138,6 +138,7 @@ def draw_phrase_maps(maps: Sequence[Sequence[PhraseMap]], path: str | Path, *, t
             fig.colorbar(sc, ax=ax, shrink=0.6, label="cosine")
     if title:
         fig.suptitle(title, fontproperties=font.properties(11))
+    _spread_labels(fig, [a for row in axes for a in row])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -145,6 +146,45 @@ def draw_phrase_maps(maps: Sequence[Sequence[PhraseMap]], path: str | Path, *, t
     tmp.replace(path)
     return {"font": {"name": font.name, "path": font.path, "cjk": cjk is not None},
             "font_warning": warning, "stand_in_labels": stand_ins}
+
+
+# Where a phrase's label may sit relative to its point, in points, tried in this order (the first is the default).
+_OFFSETS = ((3, 2, "left"), (3, -9, "left"), (-3, 2, "right"), (-3, -9, "right"), (3, 9, "left"), (3, -16, "left"),
+            (-3, 9, "right"), (-3, -16, "right"))
+
+
+def _spread_labels(fig, axes) -> None:
+    """Move each phrase label (best rank first) to the first offset where it overlaps no label placed before it,
+    so that close points do not print their phrases on top of each other (else the offset that overlaps least)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: matplotlib loads only to draw
+
+    FigureCanvasAgg(fig).draw()  # lays the figure out, so label extents are known in pixels
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        star = getattr(ax, "star_label", None)
+        placed = [star.get_window_extent(renderer)] if star is not None else []
+        for label in getattr(ax, "labels", []):
+            best = None
+            for dx, dy, ha in _OFFSETS:
+                label.xyann = (dx, dy)
+                label.set_horizontalalignment(ha)
+                box = label.get_window_extent(renderer).expanded(1.02, 1.05)
+                clash = sum(_overlap(box, other) for other in placed)
+                if best is None or clash < best[0]:
+                    best = (clash, dx, dy, ha, box)
+                if clash == 0:
+                    break
+            _, dx, dy, ha, box = best
+            label.xyann = (dx, dy)
+            label.set_horizontalalignment(ha)
+            placed.append(box)
+
+
+def _overlap(a, b) -> float:
+    """The area two display boxes share (0 when apart)."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
 
 
 def _covers(font, text: str) -> bool:

@@ -2,12 +2,13 @@
 (the 2-D maps and the figure are in `viz.phrase_map`).
 
 The default phrase list is jieba's dictionary (`dict.txt` inside the jieba package: 349,046 lines, 349,045
-distinct phrases; the paper's copy had 347,728). Any text file with one phrase per line works too.
+distinct phrases; the paper's copy had 347,728), ranked by its frequency column so that "the first N" are the N
+most frequent phrases. Any text file with one phrase per line works too (in its own order).
 
 An index is a folder:
 
     meta.json                the fingerprint (model + phrases + shard size), counts, settings, `complete`
-    phrases.txt              the phrases, one per line, in source order (row i of the matrix is line i)
+    phrases.txt              the phrases, one per line, in list order (row i of the matrix is line i)
     embeddings.safetensors   float16 [n, d], L2-normalised text embeddings, in the same order
     shards/                  only while building: float16 shards in length-sorted order, written atomically
 
@@ -24,7 +25,6 @@ import itertools
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
 import weakref
@@ -37,11 +37,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from brivl.checkpoint import atomic_write_bytes, save_safetensors
 from brivl.errors import UserInputError
 from brivl.frozen import frozen
+from brivl.progress import bar as progress_bar
 from brivl.twotower import Described, TwoTower
 
 FORMAT = "brivl-phrase-index/1"
@@ -83,26 +83,43 @@ def jieba_dict_path() -> Path:
     return path
 
 
+def jieba_by_frequency(path: Path) -> list[str]:
+    """jieba's phrases, most frequent first (dict.txt's second column; ties keep the file's order).
+
+    The file itself is sorted by character, so its first N lines are words starting with 一, 丁, 七 and Latin
+    ones; the N most frequent are a real sample of the language at any N.
+    """
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        parts = line.split()
+        if parts:
+            freq = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            rows.append((-freq, i, parts[0]))
+    rows.sort()
+    return [word for _, _, word in rows]
+
+
 def phrases_sha256(phrases: Sequence[str]) -> str:
     """Hash of a phrase list (order matters)."""
     return hashlib.sha256("\n".join(phrases).encode("utf-8")).hexdigest()
 
 
 def read_phrases(source: str | Path | Sequence[str] | None = None, limit: int | None = None) -> PhraseList:
-    """A phrase list: jieba's dictionary (None or 'jieba', its first column), a file (one phrase per line), or a list.
+    """A phrase list: jieba's dictionary (None or 'jieba': its phrases, most frequent first), a file (one phrase per
+    line, in its order), or a list.
 
-    Blank lines are skipped and repeats dropped (first one kept); `limit` keeps the first N.
+    Blank lines are skipped and repeats dropped (first one kept); `limit` keeps the first N (for jieba: the N most
+    frequent phrases).
     """
     if limit is not None and limit < 1:
         raise PhraseIndexError(f"--limit must be at least 1, got {limit}")
     if source is None or (isinstance(source, str) and source == JIEBA):
         path = jieba_dict_path()
-        raw = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
+        raw = jieba_by_frequency(path)
         try:
-            label = f"jieba {version('jieba')} dict.txt"
+            label = f"jieba {version('jieba')} dict.txt, most frequent first"
         except PackageNotFoundError:
-            label = f"jieba {path}"
+            label = f"jieba {path}, most frequent first"
     elif isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -333,12 +350,14 @@ def _clear(folder: Path) -> None:
 @torch.no_grad()
 def build_index(model: TwoTower, folder: str | Path, phrases: PhraseList | str | Path | Sequence[str] | None = None,
                 *, batch_size: int = DEFAULT_BATCH, shard_size: int = DEFAULT_SHARD, model_name: str | None = None,
-                progress: bool | None = None, callback: Callable[[BuildProgress], None] | None = None) -> PhraseIndex:
+                progress: bool | None = None, callback: Callable[[BuildProgress], None] | None = None,
+                on_batch: Callable[[int, int], None] | None = None) -> PhraseIndex:
     """Embed a phrase list into an index folder, or reuse the finished index there if its fingerprint matches.
 
     A stale index (another model, phrase list or shard size) is deleted and rebuilt, with a warning. An unfinished
     build of the same fingerprint resumes: shards already written are read back, not recomputed. `callback`
-    gets a BuildProgress after every shard (raising in it stops the build; the shards written so far stay).
+    gets a BuildProgress after every shard, `on_batch(done, total)` the phrases done after every batch (raising in
+    either stops the build; the shards written so far stay). `progress` as in brivl.progress.bar.
     """
     if batch_size < 1 or shard_size < 1:
         raise PhraseIndexError(f"batch and shard sizes must be at least 1, got {batch_size} and {shard_size}")
@@ -375,7 +394,7 @@ def build_index(model: TwoTower, folder: str | Path, phrases: PhraseList | str |
     _write_meta(folder, meta)
     with frozen(model):  # dropout off while embedding; restored after
         matrix, computed, seconds, embed_all = _embed_shards(model, folder, texts, order, key, batch_size, shard_size,
-                                                             progress, callback)
+                                                             progress, callback, on_batch)
     meta.update(dim=int(matrix.shape[1]), complete=True, build_seconds=round(seconds, 3), computed=computed,
                 phrases_per_s=round(computed / seconds, 1) if computed and seconds > 0 else None,
                 embed_seconds_all_runs=None if embed_all is None else round(embed_all, 3),
@@ -387,7 +406,8 @@ def build_index(model: TwoTower, folder: str | Path, phrases: PhraseList | str |
 
 def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[int], key: str, batch_size: int,
                   shard_size: int, progress: bool | None,
-                  callback: Callable[[BuildProgress], None] | None) -> tuple[Tensor, int, float, float | None]:
+                  callback: Callable[[BuildProgress], None] | None,
+                  on_batch: Callable[[int, int], None] | None = None) -> tuple[Tensor, int, float, float | None]:
     """Embed (or read back) every shard, then write the matrix in source order.
 
     Returns the matrix, how many phrases this run embedded, this run's seconds, and the embedding seconds of every
@@ -395,13 +415,12 @@ def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[i
     """
     n = len(texts)
     shards = (n + shard_size - 1) // shard_size
-    show = sys.stderr.isatty() if progress is None else progress
-
     t0 = time.perf_counter()
     parts: list[Tensor] = []
     computed = 0
     embed_all: float | None = 0.0
-    with tqdm(total=n, disable=not show, desc="phrase index", unit="phrase", smoothing=0.1) as bar:
+    done = 0
+    with progress_bar(total=n, progress=progress, desc="phrase index", unit="phrase", smoothing=0.1) as bar:
         for s in range(shards):
             rows = order[s * shard_size:(s + 1) * shard_size]
             path = _shard_path(folder, s)
@@ -414,6 +433,9 @@ def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[i
                     batch = [texts[i] for i in rows[b:b + batch_size]]
                     out.append(model.encode_text(batch).detach().to("cpu", torch.float16))
                     bar.update(len(batch))
+                    done += len(batch)
+                    if on_batch is not None:
+                        on_batch(done, n)
                 emb = torch.cat(out)
                 shard_s = time.perf_counter() - t_shard
                 # The shard keeps its own embedding time, so a build resumed over several runs can report the total.
@@ -423,6 +445,9 @@ def _embed_shards(model: TwoTower, folder: Path, texts: list[str], order: list[i
             else:
                 emb, shard_s = found
                 bar.update(len(rows))
+                done += len(rows)
+                if on_batch is not None:
+                    on_batch(done, n)
             embed_all = None if embed_all is None or shard_s is None else embed_all + shard_s
             parts.append(emb)
             if callback is not None:

@@ -1,17 +1,17 @@
 """The optimisation loop: Adam on a seeded image parameterisation until an objective is maximised."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from brivl.errors import DivergedError, UserInputError
 from brivl.frozen import frozen
+from brivl.progress import bar as progress_bar
+from brivl.progress import shown
 from brivl.twotower import TwoTower
 
 from . import transforms as T
@@ -123,7 +123,8 @@ def render(
     `size` defaults to the model's input side; `batch` to the objective's number of rows (one per prompt),
     else init's batch, else 1.
     `callback(step, images)` receives the images after `step` updates at step 0, every `every` steps
-    (default a tenth of them) and at the end. `progress` shows a tqdm bar (default: only on a terminal).
+    (default a tenth of them) and at the end. `progress` as in brivl.progress.bar (None: a bar on a terminal
+    only; True: also a line every few seconds in a log).
     `init` replaces the seeded parameterisation with one of your own (param, decorrelate and size are ignored).
     `copies` differently transformed copies of each image are encoded every step and the objective averaged
     over them: a smoother gradient, fewer adversarial textures, `copies` times the compute per step.
@@ -141,8 +142,7 @@ def render(
     every = max(1, steps // 10) if every is None else every
     if every < 1:
         raise UserInputError(f"every must be >= 1, got {every}")
-    if progress is None:
-        progress = sys.stderr.isatty()  # a bar only on a terminal, never in logs or the app
+    progress = shown(progress)  # None: a bar on a terminal or in a notebook; True: lines in a log too
     opt = torch.optim.Adam(params, lr=lr) if optimizer is None else optimizer(params)
     lr_schedule = scheduler(opt) if scheduler is not None else None
     history: list[Tensor] = []
@@ -151,7 +151,7 @@ def render(
     with frozen(model):
         redirect = redirected_relus(model) if redirect_relu and isinstance(model, nn.Module) else nullcontext()
         with redirect as redirecting, capture_layers(model, objective.layers, objective.hooks) as cap, \
-                tqdm(total=steps, disable=not progress, desc=objective.name[:40]) as bar:
+                progress_bar(total=steps, progress=progress, desc=objective.name[:40], unit="step") as bar:
             for step in range(steps):
                 if redirecting is not None:
                     # Only the start needs it (dead units come alive or never will); it costs ~20% a step.

@@ -14,7 +14,6 @@ push away). Talks to the model only through `encode_text` and `encode_image`.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 
 from brivl.errors import UserInputError
 from brivl.frozen import frozen
+from brivl.progress import shown
 from brivl.images import load_image
 from brivl.twotower import TwoTower
 
@@ -261,8 +261,7 @@ def vqgan_imagine(
     pairs = prompts(text, negative)
     device = _device(model)
     vqgan = vqgan.to(device).eval().requires_grad_(False)
-    if progress is None:
-        progress = sys.stderr.isatty()
+    progress = shown(progress)  # brivl.progress: None shows a bar on a terminal only, True in a log too
     devices = [device.index or 0] if device.type == "cuda" else []
     with frozen(model), torch.random.fork_rng(devices=devices):  # kornia draws from the global RNG: seed, restore
         torch.manual_seed(seed)

@@ -1,4 +1,6 @@
 """Classify & retrieve: an uploaded image against typed labels (zero-shot), or a text against a folder of images."""
+from pathlib import Path
+
 import gradio as gr
 import torch
 
@@ -92,23 +94,26 @@ def build(studio: Studio) -> None:
             go = gr.Button("Classify", variant="primary", elem_id="classify-run")
             photos = example_photos()
             if photos:
-                gr.Examples([[photos[0], "sunset, forest, city, 大海, 汽车"], [photos[-1], "山, 森林, 城市, 海滩"]],
-                            [image, labels], label="Examples")
+                # Each photo with labels that include its subject: the mountain with 山/森林, the sunset with sunset/大海.
+                by_name = {Path(p).stem: p for p in photos}
+                pairs = [[by_name.get("mountain_forest", photos[0]), "山, 森林, 城市, 海滩"],
+                         [by_name.get("sunset", photos[-1]), "sunset, forest, city, 大海, 汽车"]]
+                gr.Examples(pairs, [image, labels], label="Examples")
         with gr.Column(scale=1):
-            scores = gr.Label(label="Labels, most likely first", num_top_classes=10)
+            scores = gr.Label(label="Labels, most likely first", num_top_classes=10, elem_id="classify-scores")
             files = gr.File(label="Download: chart PNG + scores (JSON)", file_count="multiple", interactive=False)
     go.click(classify, [image, labels, template, model], [scores, files], api_name="classify")
     gr.Markdown("### Retrieve images from a folder")
     with gr.Row():
         with gr.Column(scale=1):
-            text = gr.Textbox(label="Text", placeholder="e.g. 夕阳下的大海 or a snowy mountain")
+            text = gr.Textbox(label="Text", placeholder="e.g. 夕阳下的大海 or a snowy mountain", elem_id="retrieve-text")
             folder = gr.Textbox(label="Folder of images on this machine", placeholder="/path/to/photos",
                                 value=str(EXAMPLE_DIR) if EXAMPLE_DIR.is_dir() else "")
             k = gr.Slider(1, 48, value=8, step=1, label="How many")
-            find = gr.Button("Retrieve images", variant="primary")
+            find = gr.Button("Retrieve images", variant="primary", elem_id="retrieve-run")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="Best matches (cosine)", columns=4, height=320)
-            status = gr.Markdown()
+            gallery = gr.Gallery(label="Best matches (cosine)", columns=4, height="auto", object_fit="contain")
+            status = gr.Markdown(elem_id="retrieve-status")
             found = gr.File(label="Download: contact sheet PNG + ranking (JSON)", file_count="multiple",
                             interactive=False)
     find.click(retrieve, [text, folder, k, model], [gallery, status, found], api_name="retrieve")

@@ -12,10 +12,17 @@ from ..context import (
     render_controls,
     result_image,
     run_stop_buttons,
+    text_examples,
     wire_stop,
 )
 from ..errors import check_prompt, check_render, readable
 from ..rendering import render_stream
+
+
+def describe_match(final: float) -> str:
+    """The final objective of a text render in words: the image's cosine with the text."""
+    return (f"; the image's cosine with the text is {final:.3f} (the objective it raised; 1 would be the same "
+            f"direction in the model's joint space)")
 
 
 def handler(studio: Studio):
@@ -36,7 +43,7 @@ def handler(studio: Studio):
                 return viz.imagine(model, text, steps=steps, size=size, seed=seed, param=param,
                                    decorrelate=bool(decorrelate), lr=lr, callback=callback, every=1, progress=False)
 
-        yield from render_stream(studio, request, run, settings, "imagine", text, steps)
+        yield from render_stream(studio, request, run, settings, "imagine", text, steps, describe=describe_match)
     return imagine
 
 
@@ -47,7 +54,7 @@ def build(studio: Studio) -> None:
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", placeholder="e.g. 夕阳下的大海 or mountains with forests", lines=2,
                                 elem_id="imagine-prompt")
-            gr.Examples([[t] for t in EXAMPLES_ZH + EXAMPLES_EN], [prompt], label="Examples (中文 / English)")
+            text_examples(prompt, EXAMPLES_ZH + EXAMPLES_EN, "Examples (中文 / English)", "imagine-examples")
             model = model_choice(studio)
             steps, size, seed, param, decorrelate, lr = render_controls(studio)
             run, stop = run_stop_buttons("Imagine")

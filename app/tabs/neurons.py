@@ -8,7 +8,16 @@ from brivl.viz import neurons as N
 from brivl.viz.figures import check_channels
 
 from .. import results
-from ..context import Studio, model_choice, render_controls, result_image, run_stop_buttons, wire_stop
+from ..context import (
+    EXAMPLE_DIR,
+    Studio,
+    model_choice,
+    render_controls,
+    result_image,
+    run_stop_buttons,
+    text_examples,
+    wire_stop,
+)
 from ..errors import StudioInputError, check_prompt, check_render, readable
 from ..rendering import render_stream
 
@@ -23,6 +32,20 @@ def _channel(model, layer: str, channel) -> tuple[str, int]:
         raise StudioInputError("the channel must be a whole number, e.g. 108") from None
     check_channels(model, layer, [channel])  # ChannelError (a ValueError) names the valid range
     return layer, channel
+
+
+RELU6_CEILING = 6.0  # EfficientNet's activations are ReLU6: a channel's mean cannot pass 6
+
+
+def describe_neuron(final: float, text: str | None, text_weight: float) -> str:
+    """The final objective of a neuron render in words: the channel's mean activation (+ the weighted cosine)."""
+    what = "the channel's mean activation" + (f" + {text_weight:g} \u00d7 the cosine with \u201c{text}\u201d"
+                                               if text else "")
+    note = ""
+    if final >= RELU6_CEILING - 1e-3:
+        note = (f"; {RELU6_CEILING:g} is the most a channel can give (its activation is ReLU6, capped at 6): the "
+                f"image drives the whole channel to its ceiling")
+    return f"; objective {final:.3f} = {what}{note}"
 
 
 def handlers(studio: Studio):
@@ -49,7 +72,8 @@ def handlers(studio: Studio):
                         "follow. Add a text constraint, or try another channel.")
             return ""
 
-        yield from render_stream(studio, request, run, settings, "neuron", label, steps, hint)
+        yield from render_stream(studio, request, run, settings, "neuron", label, steps, hint,
+                                 describe=lambda final: describe_neuron(final, text, float(text_weight)))
 
     @readable
     def top_images(model_name: str, layer: str, channel: float, folder: str, k: float):
@@ -70,7 +94,9 @@ def handlers(studio: Studio):
                                                   "top": [{"path": str(p), "activation": s}
                                                           for p, s in zip(top.paths, top.scores)]},
                              f"{layer}-{channel}")
-        return gallery, f"{len(top.all_paths)} images scored; the strongest {len(top.paths)} shown", files
+        rows = [[i, p.name, round(float(s), 4)] for i, (p, s) in enumerate(zip(top.paths, top.scores), 1)]
+        return (gallery, rows, f"{len(top.all_paths)} images scored; the strongest {len(top.paths)} shown (activation: "
+                               f"the channel's mean over the image)", files)
     return visualise, top_images
 
 
@@ -88,29 +114,34 @@ def build(studio: Studio) -> None:
                                     allow_custom_value=True)
                 channel = gr.Number(value=108, precision=0, minimum=0, label="Channel", info="e.g. 108, 456, 678")
             with gr.Row():
-                text = gr.Textbox(label="Text constraint (optional)", placeholder="e.g. forest, 山脉 — or leave empty")
+                text = gr.Textbox(label="Text constraint (optional)", placeholder="e.g. forest, 山脉 — or leave empty",
+                                  elem_id="neurons-text")
                 text_weight = gr.Number(value=1.0, label="Text weight")
-            gr.Examples([["forest"], ["mountains"], ["森林"], ["雪山"]], [text], label="Constraints")
+            text_examples(text, ["forest", "mountains", "森林", "雪山"], "Constraints", "neurons-examples")
             steps, size, seed, param, decorrelate, lr = render_controls(studio)
             run, stop = run_stop_buttons("Visualise neuron")
         with gr.Column(scale=1):
-            image = result_image("Neuron visualisation (updates while it runs)", 360)
-            status = gr.Markdown("Press **Visualise neuron** to start.")
+            image = result_image("Neuron visualisation (updates while it runs)", 360, elem_id="neurons-output")
+            status = gr.Markdown("Press **Visualise neuron** to start.", elem_id="neurons-status")
             files = gr.File(label="Download: PNG + settings (JSON)", file_count="multiple", interactive=False)
     with gr.Row():
         with gr.Column(scale=1):
-            folder = gr.Textbox(label="Folder of images on this machine", placeholder="/path/to/photos")
+            folder = gr.Textbox(label="Folder of images on this machine", placeholder="/path/to/photos",
+                                value=str(EXAMPLE_DIR) if EXAMPLE_DIR.is_dir() else "", elem_id="neurons-folder")
             k = gr.Slider(1, 48, value=8, step=1, label="How many")
-            rank = gr.Button("Find top-activating images")
+            rank = gr.Button("Find top-activating images", elem_id="neurons-rank")
         with gr.Column(scale=2):
+            # Whole pictures (contain, not cropped) with their rank and activation under each.
             gallery = gr.Gallery(label="Top-activating images (mean activation of the channel)", columns=4,
-                                 height=320)
-            top_status = gr.Markdown()
+                                 height="auto", object_fit="contain", elem_id="neurons-gallery")
+            scores = gr.Dataframe(headers=["rank", "image", "activation"], label="Activations", interactive=False,
+                                  elem_id="neurons-scores")
+            top_status = gr.Markdown(elem_id="neurons-top-status")
             top_files = gr.File(label="Download: contact sheet PNG + ranking (JSON)", file_count="multiple",
                                 interactive=False)
     event = run.click(visualise, [model, layer, channel, text, text_weight, steps, size, seed, param, decorrelate, lr],
                       [image, status, files], api_name="neuron")
     wire_stop(studio, stop, event, "neuron_stop")
     param.change(lambda p: gr.update(visible=p == "fft"), param, decorrelate, api_name=False, queue=False)
-    rank.click(top_images, [model, layer, channel, folder, k], [gallery, top_status, top_files],
+    rank.click(top_images, [model, layer, channel, folder, k], [gallery, scores, top_status, top_files],
                api_name="top_images")

@@ -23,6 +23,23 @@ def _where(box) -> str:
     return f"row {round(y0 * n) + 1}, column {round(x0 * n) + 1} of {n}"
 
 
+def with_colour_bar(picture: torch.Tensor, lo: float, hi: float) -> "np.ndarray":  # noqa: F821
+    """The overlay [3, H, W] with a colour bar beside it: which colour is which cosine (the map spans lo..hi)."""
+    from matplotlib.cm import ScalarMappable  # deferred: matplotlib loads only to draw
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    h, w = picture.shape[-2:]
+    fig = Figure(figsize=(w / 100 + 1.3, h / 100 + 0.2), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(picture.permute(1, 2, 0).numpy())
+    ax.set_axis_off()
+    bar = fig.colorbar(ScalarMappable(Normalize(lo, hi if hi > lo else lo + 1e-6), "inferno"), ax=ax, shrink=0.9)
+    bar.set_label("cosine with the text", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    return results.figure_array(fig)
+
+
 def handler(studio: Studio):
     @readable
     def patches(image_path: str, text: str, model_name: str, alpha: float):
@@ -42,6 +59,7 @@ def handler(studio: Studio):
         boxes = A.patch_boxes(model, scores.numel())
         heat = A.paint_boxes(scores[None].float().cpu(), boxes, tuple(shown.shape[-2:]))[0]
         picture = A.overlay(shown, heat, alpha=float(alpha), clip=1.0)
+        lo, hi = float(heat.min()), float(heat.max())
         best = torch.argsort(scores, descending=True)[:5].tolist()
         rows = [[i, _where(boxes[i]), round(float(scores[i]), 4),
                  [round(float(v), 3) for v in boxes[i].tolist()]] for i in best]
@@ -49,14 +67,14 @@ def handler(studio: Studio):
                     "patches": [{"index": i, "box_xyxy": [round(float(v), 4) for v in boxes[i].tolist()],
                                  "cosine": float(scores[i])} for i in range(scores.numel())]}
         files = results.save("patches", picture, settings, text)
-        return results.to_array(picture), rows, files
+        return with_colour_bar(picture, lo, hi), rows, files
     return patches
 
 
 def build(studio: Studio) -> None:
     gr.Markdown("Which **patches** of an image match a text? BriVL embeds 37 patches (a 6\u00d76 grid plus the "
                 "whole image) in the joint space; each grid cell is coloured by its cosine with the text "
-                "(bright = a good match).")
+                "(bright = a good match; the bar beside the picture gives the scale).")
     with gr.Row():
         with gr.Column(scale=1):
             image = upload_image("Image", "patches-image")
@@ -69,8 +87,8 @@ def build(studio: Studio) -> None:
             if photos:
                 gr.Examples([[photos[-1], "the sun"], [photos[0], "树木"]], [image, text], label="Examples")
         with gr.Column(scale=1):
-            picture = result_image("Patch heatmap", 360)
+            picture = result_image("Patch heatmap", 360, elem_id="patches-output")
             table = gr.Dataframe(headers=["patch", "where", "cosine", "box (x0, y0, x1, y1)"],
-                                 label="Best five patches", interactive=False)
+                                 label="Best five patches", interactive=False, elem_id="patches-table")
             files = gr.File(label="Download: PNG + all 37 scores (JSON)", file_count="multiple", interactive=False)
     go.click(handler(studio), [image, text, model, alpha], [picture, table, files], api_name="patches")

@@ -11,10 +11,17 @@ from ..context import (
     render_controls,
     result_image,
     run_stop_buttons,
+    text_examples,
     wire_stop,
 )
 from ..errors import StudioInputError, check_prompt, check_render, readable
 from ..rendering import render_stream
+
+
+def describe_cutouts(final: float) -> str:
+    """The final objective of a VQGAN inversion in words: the mean cosine of the picture's cutouts with the text."""
+    return (f"; the picture's random cutouts have a mean cosine of {final:.3f} with the text (the objective it "
+            f"raised; 1 would be the same direction in the model's joint space)")
 
 
 def handler(studio: Studio):
@@ -39,7 +46,7 @@ def handler(studio: Studio):
                 return run_vqgan(model, vq, text, steps=steps, size=size, seed=seed, param=param, cutn=cutn, lr=lr,
                                  callback=callback, every=1, progress=False)
 
-        yield from render_stream(studio, request, run, settings, "vqgan", text, steps)
+        yield from render_stream(studio, request, run, settings, "vqgan", text, steps, describe=describe_cutouts)
     return vqgan_imagine
 
 
@@ -49,9 +56,10 @@ def build(studio: Studio) -> None:
                 "a folder or a taming `.ckpt` (with its `.yaml` beside it) works too.")
     with gr.Row():
         with gr.Column(scale=1):
-            prompt = gr.Textbox(label="Prompt", placeholder="e.g. 云中的城堡 or castle in the clouds", lines=2)
-            gr.Examples([[t] for t in ["云中的城堡", "燃烧的大海", EXAMPLES_ZH[0], "castle in the clouds",
-                                       "glowing forest", EXAMPLES_EN[0]]], [prompt], label="Examples (中文 / English)")
+            prompt = gr.Textbox(label="Prompt", placeholder="e.g. 云中的城堡 or castle in the clouds", lines=2,
+                                elem_id="vqgan-prompt")
+            text_examples(prompt, ["云中的城堡", "燃烧的大海", EXAMPLES_ZH[0], "castle in the clouds", "glowing forest",
+                                   EXAMPLES_EN[0]], "Examples (中文 / English)", "vqgan-examples")
             with gr.Row():
                 model = model_choice(studio)
                 vq = gr.Textbox(value=studio.vqgan, label="VQGAN", info="lite, a VQGAN folder, or a taming .ckpt")
@@ -59,8 +67,8 @@ def build(studio: Studio) -> None:
             cutn = gr.Slider(1, 64, value=8, step=1, label="Cutouts per step", info="more: steadier, slower")
             run, stop = run_stop_buttons("Generate")
         with gr.Column(scale=1):
-            image = result_image("Generated image (updates while it runs)", 420)
-            status = gr.Markdown("Press **Generate** to start.")
+            image = result_image("Generated image (updates while it runs)", 420, elem_id="vqgan-output")
+            status = gr.Markdown("Press **Generate** to start.", elem_id="vqgan-status")
             files = gr.File(label="Download: PNG + settings (JSON)", file_count="multiple", interactive=False)
     event = run.click(handler(studio), [prompt, model, vq, steps, size, seed, param, cutn, lr], [image, status, files],
                       api_name="vqgan")

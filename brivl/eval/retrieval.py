@@ -5,11 +5,11 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..data import Pair
 from ..errors import UserInputError
 from ..images import load_images
+from ..progress import bar as progress_bar
 
 
 def _recalls(i2t_rank: Tensor, t2i_rank: Tensor, ks: Sequence[int]) -> dict[str, float]:
@@ -39,7 +39,7 @@ def recall_at_k(sim: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]
 def embed_pairs(model, pairs: Sequence[Pair], batch_size: int = 32, progress: bool = False) -> tuple[Tensor, Tensor]:
     """Image and text embeddings [n, d] of image-text pairs, in batches."""
     imgs, txts = [], []
-    for start in tqdm(range(0, len(pairs), batch_size), disable=not progress, desc="embedding", unit="batch"):
+    for start in progress_bar(range(0, len(pairs), batch_size), progress=progress, desc="embedding", unit="batch"):
         chunk = pairs[start:start + batch_size]
         imgs.append(model.encode_image(load_images([p.image for p in chunk], model.image_size)))
         txts.append(model.encode_text([p.text for p in chunk]))

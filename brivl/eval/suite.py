@@ -9,17 +9,16 @@ their normalised embeddings, normalised again).
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..boxes import RELEASE_MAX_BOXES, load_images_with_boxes
 from ..images import load_images
 from ..inputs import InputError
+from ..progress import bar as progress_bar
 from .datasets import ClassFolders, LabelledTexts, RetrievalSet
 from .protocol import DEFAULT_SPLITS, Ratio, parse_ratio, unseen_splits
 from .retrieval import recall_at_k_multi
@@ -27,10 +26,6 @@ from .zeroshot import class_embeddings, topk_hits
 
 PAPER_TEMPLATES = ("{}",)  # the class name alone, as in the paper
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-def _bar(progress: bool | None) -> bool:
-    return sys.stderr.isatty() if progress is None else progress
 
 
 def check_templates(templates: Sequence[str]) -> list[str]:
@@ -54,7 +49,7 @@ def embed_image_files(model, paths: Sequence, batch_size: int = 32, progress: bo
     if boxes is not None and "boxes" not in inspect.signature(model.encode_image).parameters:
         raise InputError(f"{type(model).__name__} takes no boxes; give a manifest without bbox")
     out = []
-    for start in tqdm(range(0, len(paths), batch_size), disable=not _bar(progress), desc="images", unit="batch"):
+    for start in progress_bar(range(0, len(paths), batch_size), progress=progress, desc="images", unit="batch"):
         chunk = list(paths[start:start + batch_size])
         if boxes is None:
             emb = model.encode_image(load_images(chunk, model.image_size))
@@ -73,7 +68,7 @@ def embed_texts(model, texts: Sequence[str], batch_size: int = 128, progress: bo
                 callback: Progress | None = None) -> Tensor:
     """Text embeddings [n, d] (on the CPU, float32), in batches."""
     out = []
-    for start in tqdm(range(0, len(texts), batch_size), disable=not _bar(progress), desc="texts", unit="batch"):
+    for start in progress_bar(range(0, len(texts), batch_size), progress=progress, desc="texts", unit="batch"):
         out.append(model.encode_text(list(texts[start:start + batch_size])).float().cpu())
         if callback is not None:
             callback("texts", min(start + batch_size, len(texts)), len(texts))

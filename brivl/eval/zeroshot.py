@@ -6,9 +6,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..errors import UserInputError
+from ..progress import bar as progress_bar
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -20,7 +20,7 @@ def class_embeddings(model, class_names: Sequence[str], templates: Sequence[str]
     if not class_names:
         raise UserInputError("no class names given")
     out = []
-    for start in tqdm(range(0, len(class_names), batch_size), disable=not progress, desc="class prompts"):
+    for start in progress_bar(range(0, len(class_names), batch_size), progress=progress, desc="class prompts"):
         names = class_names[start:start + batch_size]
         per_template = [model.encode_text([t.format(n) for n in names]) for t in templates]
         out.append(F.normalize(torch.stack(per_template).mean(0), dim=-1))

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
+from brivl.progress import bar as progress_bar
 
 from brivl.eval.backbone import TextBackboneModel
 from brivl.eval.retrieval import recall_at_k
@@ -38,7 +38,7 @@ def synthesized_eval_images(classes: list[int], size: int = 128, steps: int = 12
     teacher = load_efficientnet_lite(0)
     out = []
     chunks = [classes[i:i + 16] for i in range(0, len(classes), 16)]
-    for b, chunk in enumerate(tqdm(chunks, disable=not progress, desc="synthesising eval images")):
+    for b, chunk in enumerate(progress_bar(chunks, progress=progress, desc="synthesising eval images")):
         with torch.enable_grad():  # the synthesis optimises pixels, also when called under no_grad
             out.append(synthesize(teacher, chunk, size=size, steps=steps, seed=seed + b))
     images = torch.cat(out)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import yaml
 from PIL import Image
-from tqdm.auto import tqdm
+from brivl.progress import bar as progress_bar
 
 from brivl.checkpoint import atomic_write_bytes
 from brivl.config import ConfigError, brivl_lite_v1
@@ -156,7 +156,7 @@ def stage_images(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     targets = [c for _ in range(cfg.synth_per_class) for c in order]
     teacher = load_efficientnet_lite(0)
     batches = [targets[i:i + cfg.synth_batch] for i in range(0, len(targets), cfg.synth_batch)]
-    for b, classes in enumerate(tqdm(batches, disable=not progress, desc="synthesising class images")):
+    for b, classes in enumerate(progress_bar(batches, progress=progress, desc="synthesising class images")):
         last = folder / f"synth-{b:05d}-{len(classes) - 1:02d}.png"
         if _done(last):
             continue
@@ -165,7 +165,7 @@ def stage_images(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
             _save_png(img, folder / f"synth-{b:05d}-{j:02d}.png")
     _write_mosaics(cfg, folder, progress)
     chunk = 256
-    for start in tqdm(range(0, cfg.procedural, chunk), disable=not progress, desc="procedural images"):
+    for start in progress_bar(range(0, cfg.procedural, chunk), progress=progress, desc="procedural images"):
         n = min(chunk, cfg.procedural - start)
         if _done(folder / f"proc-{start + n - 1:06d}.png"):
             continue
@@ -182,7 +182,7 @@ def _write_mosaics(cfg: BuildConfig, folder: Path, progress: bool) -> None:
     g = torch.Generator().manual_seed(cfg.seed + 17)
     picks = [torch.randperm(len(synth), generator=g)[:4].tolist() for _ in range(cfg.mosaics)]
     half = cfg.synth_size // 2
-    for i, four in enumerate(tqdm(picks, disable=not progress, desc="mosaics")):
+    for i, four in enumerate(progress_bar(picks, progress=progress, desc="mosaics")):
         path = folder / f"mosaic-{i:05d}.png"
         if _done(path):
             continue
@@ -209,7 +209,7 @@ def stage_label(cfg: BuildConfig, work: Path, progress: bool = True) -> Path:
     g = torch.Generator().manual_seed(cfg.seed)
     heldout = set(heldout_sentence_pairs())
     rows, confidences = [], []
-    for start in tqdm(range(0, len(files), 64), disable=not progress, desc="labelling"):
+    for start in progress_bar(range(0, len(files), 64), progress=progress, desc="labelling"):
         chunk = files[start:start + 64]
         pixels = torch.cat([preprocess_efficientnet_lite(load_image(f)[None], crop_pct=1.0) for f in chunk])
         probs = teacher(pixels).softmax(-1)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from brivl.progress import bar as progress_bar
 
 from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
 from brivl.config import ConfigError
@@ -46,7 +46,7 @@ def cache_hidden_states(model, texts: list[str], folder: Path, batch: int = 64, 
     atomic_write_bytes(record, json.dumps(texts, ensure_ascii=False).encode())
     encoder = model.textencoder.eval()
     shards = range(0, len(texts), SHARD)
-    for start in tqdm(shards, disable=not progress, desc="caching text hidden states", unit="shard"):
+    for start in progress_bar(shards, progress=progress, desc="caching text hidden states", unit="shard"):
         path = folder / f"hidden-{start // SHARD:05d}.safetensors"
         if path.is_file():
             continue
@@ -170,7 +170,7 @@ def train_text_head(model, cache: HiddenCache, labels: Tensor, targets: Tensor, 
     metrics: dict[str, Any] = {}
     model.textencoder.train()
     log_file = out / "metrics.jsonl"
-    bar = tqdm(total=steps, initial=step, disable=not progress, desc="training the text head", unit="step")
+    bar = progress_bar(total=steps, initial=step, progress=progress, desc="training the text head", unit="step")
     t0 = time.perf_counter()
     while step < steps:
         # Each step's batch depends on the seed and the step only, so a resumed run draws the same batches.

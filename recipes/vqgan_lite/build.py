@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from brivl.progress import bar as progress_bar
 
 from brivl.checkpoint import atomic_write_bytes, load_safetensors, save_safetensors
 from brivl.config import ConfigError
@@ -388,7 +388,7 @@ def build_vqgan(cfg: VQGANBuildConfig, progress: bool = True) -> dict[str, Any]:
                  sum(p.numel() for p in model.parameters()) / 1e6, model.factor, mcfg.n_embed)
     perceptual = Perceptual() if cfg.perceptual_weight and step < cfg.steps else None
     start, metrics = time.perf_counter() - elapsed, []
-    with tqdm(total=cfg.steps, initial=step, disable=not progress, desc="vqgan-lite") as bar:
+    with progress_bar(total=cfg.steps, initial=step, progress=progress, desc="vqgan-lite") as bar:
         while step < cfg.steps:
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step)
