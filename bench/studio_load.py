@@ -24,6 +24,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_clients(client_thread, clients: int) -> None:
+    """Run client_thread(c) for every client at once and wait for all (at most 30 min)."""
+    threads = [threading.Thread(target=client_thread, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=1800)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) by linear interpolation."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
@@ -82,11 +91,7 @@ def load_test(url: str, *, model: str = "brivl-lite", clients: int = 8, requests
                     errors.append(f"client {c} seed {seed}: {type(e).__name__}: {e}")
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=client_thread, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=1800)
+    _run_clients(client_thread, clients)
     wall = time.perf_counter() - t0
 
     # Each response against the same seed run alone, one request at a time.
@@ -165,11 +170,7 @@ def every_tab(url: str, *, model: str = "brivl-lite", clients: int = 2, steps: i
                     errors.append(f"client {c} {api}: {type(e).__name__}: {str(e)[:200]}")
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=client_thread, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=1800)
+    _run_clients(client_thread, clients)
     return {"url": url, "model": model, "clients": clients, "steps": steps, "size": size,
             "wall_s": round(time.perf_counter() - t0, 3), "errors": len(errors), "error_texts": errors[:10],
             "tabs": {api: {"done": len(v), "p50_s": round(percentile(v, 50), 3), "max_s": round(max(v), 3)}

@@ -1,5 +1,6 @@
 """Shared fixtures: the seeded tiny model, loaded once per test session."""
 import os
+import socket
 
 import pytest
 
@@ -25,3 +26,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test (use it where everything must come from local files)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

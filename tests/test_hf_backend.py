@@ -4,7 +4,6 @@ every viz objective and the eval suite run on them, and bad folders are named.""
 import json
 import re
 import shutil
-import socket
 
 import numpy as np
 import pytest
@@ -19,17 +18,8 @@ from brivl.backends.hf_clip import HFClip
 from brivl.errors import CheckpointError, ModelNotFoundError, RemoteCodeError, TokenizerMissingError
 from brivl.twotower import Described, HasPatches, TwoTower
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test: the folders are all there is."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+# no_network: the folders are all there is.
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "no_network")
 
 
 @pytest.fixture(scope="module")

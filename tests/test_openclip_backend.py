@@ -1,7 +1,6 @@
 """The OpenCLIP adapter: the TwoTower protocol on a tiny open_clip config, local checkpoints only, nothing
 downloaded; the evaluation suite and the phrase index run on it unchanged."""
 import json
-import socket
 
 import pytest
 import torch
@@ -11,15 +10,8 @@ from brivl.checkpoint import CheckpointError
 from brivl.hub import ModelNotFoundError
 from brivl.twotower import TwoTower
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test: the adapter must build from the package alone."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+# no_network: the adapter must build from the package alone.
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")
