@@ -34,7 +34,15 @@ class LineStream:
 
 
 def _in_notebook() -> bool:
-    return "ipykernel" in sys.modules
+    """Whether this process is a Jupyter kernel running code (its IPython shell is the ZMQ one).
+
+    Not merely "ipykernel is imported": a test session or a server may import it (or IPython) without being a
+    notebook, and would then print bars where nobody asked for them.
+    """
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def line_seconds() -> float:

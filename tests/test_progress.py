@@ -3,6 +3,7 @@ import io
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,9 @@ def test_line_stream_turns_refreshes_into_lines():
 
 def test_progress_is_off_unless_asked_or_on_a_terminal(monkeypatch, capsys):
     assert progress.shown(False) is False and progress.shown(True) is True
+    # A process that merely imported ipykernel and IPython (as a full test session may) is not a notebook.
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
     assert progress.shown(None) is False  # pytest's captured stderr is no terminal: a library call stays quiet
     with progress.bar(range(3), progress=None, desc="quiet") as bar:
         list(bar)
@@ -77,7 +81,8 @@ def test_line_seconds_from_the_environment(monkeypatch, value, expected):
 
 
 def test_in_a_notebook_without_ipywidgets_the_bar_writes_lines(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # what a Jupyter kernel has loaded
+    shell = type("ZMQInteractiveShell", (), {})()  # what a Jupyter kernel's get_ipython() returns
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # not installed: tqdm could not draw its widget
     assert progress.shown(None) is True
     with progress.bar(range(4), progress=None, desc="in a notebook") as bar:

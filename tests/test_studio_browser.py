@@ -310,8 +310,14 @@ def test_compare_tab_example(browser, served, artifacts):
     while box.input_value() != "雪山下的森林":  # gr.Examples (this tab's) fills the box from the server
         assert time.monotonic() < deadline, "the example never reached the prompt box"
         page.wait_for_timeout(200)
+    # Model B starts empty (tiny, the second model this server offers, is random): choose it as a user would.
+    model_b = panel.get_by_label("Model B")
+    model_b.click()
+    page.get_by_role("option", name="tiny", exact=True).first.click()
+    assert model_b.input_value() == "tiny"
     panel.get_by_role("button", name="Compare", exact=True).click()
-    panel.get_by_text("done (text match").first.wait_for(timeout=300_000)
+    panel.get_by_text("cosine to the text under both models").first.wait_for(timeout=300_000)
+    assert "tiny" in panel.get_by_role("table").first.inner_text()  # the scores table names both models
     assert panel.locator("img").count() >= 2
     _shot(page, artifacts, "compare")
     page.close()

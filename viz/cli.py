@@ -344,7 +344,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _check_text(t, "a text")
     _check_render_args(args)
     models = [load_model(args, name) for name in args.models]
-    result = compare.compare_imagine(models, args.models, args.texts, progress=sys.stderr.isatty(),
+    result = compare.compare_imagine(models, args.models, args.texts, progress=True,
                                      **_render_settings(args))
     png, meta = compare.write(result, args.output)
     print(f"wrote {png} and {meta.name}")
