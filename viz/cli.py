@@ -468,7 +468,7 @@ def _add_figures_all(figures) -> None:
     f.add_argument("--steps", type=int, default=256, help="render steps (default 256)")
     f.add_argument("--size", type=int, help="image side (default: the model's input)")
     f.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    f.add_argument("--phrase-limit", type=int, help="use only the first N of jieba's phrases for Fig. 5c (default: all)")
+    f.add_argument("--phrase-limit", type=int, help="use only jieba's N most frequent phrases for Fig. 5c (default: all)")
     f.add_argument("--only", nargs="+", metavar="FIGURE", help=f"just these ({' '.join(ALL)})")
     f.set_defaults(run=cmd_figures_all)
 
