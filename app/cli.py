@@ -5,7 +5,11 @@ import argparse
 import os
 import sys
 
+from brivl.cli import runs
 from brivl.errors import InputError
+
+
+REQUIRES = ("gradio", "kornia", "matplotlib")  # the [studio] extra (which brings [viz]); checked without importing
 
 
 def cmd_studio(args: argparse.Namespace) -> int:
@@ -37,7 +41,7 @@ def _add_studio(sub) -> None:
     p.add_argument("--allow-dir", action="append", dest="allow_dirs", metavar="FOLDER",
                    help="a folder whose images, phrase files, models and VQGANs page users may name (repeat for "
                         "several; default: the working directory, examples/ and the brivl cache)")
-    p.set_defaults(run=cmd_studio)
+    runs(p, __name__, "cmd_studio")
 
 
 def register(sub) -> None:

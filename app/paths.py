@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from brivl.lite.assemble import cache_dir
+from brivl.cache import cache_dir
 
 from .errors import StudioInputError
 

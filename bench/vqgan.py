@@ -104,7 +104,7 @@ def bare_step_s(model, vqgan, size: int, cutn: int, cut_size: int, steps: int) -
 
 def inversion_step_s(model, vqgan, size: int, cutn: int, cut_size: int, steps: int) -> tuple[float, float]:
     """(seconds per step, peak MB) of viz.vqgan_imagine, from the time between its first and last callback."""
-    from brivl.viz.vqgan_imagine import vqgan_imagine
+    from brivl.viz.vqgan_inversion import vqgan_imagine
 
     device = vqgan.codebook.device
     marks: dict[int, float] = {}

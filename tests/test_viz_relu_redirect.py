@@ -3,11 +3,10 @@ import torch
 from torch import nn
 
 import brivl
-from brivl import viz
 from brivl.viz import objectives as O
 from brivl.viz.param import image
 from brivl.viz.relu_redirect import redirected_relus
-from brivl.viz.render import render
+from brivl.viz.render_loop import render
 
 
 def _dead_net():

@@ -27,9 +27,9 @@ from brivl.twotower import TwoTower
 from . import objectives as O
 from . import fonts
 from .param import ParamKind
-from .render import Render, _device, render
+from .render_loop import Render, _device, render
 from .scores import cross_scores
-from .vqgan_imagine import vqgan_imagine
+from .vqgan_inversion import vqgan_imagine
 
 # Fig. 2a: "visualizations ... w.r.t. different high-level concepts".
 FIG2_CONCEPTS = ("nature", "time", "science", "dream")

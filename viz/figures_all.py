@@ -36,11 +36,12 @@ from . import figures as F
 from . import phrase_map as M
 from . import phrases as P
 from . import fonts
+from .settings import FIGURES
 from .network import imagine
 from .vqgan import load_vqgan
-from .vqgan_imagine import vqgan_imagine
+from .vqgan_inversion import vqgan_imagine
 
-ALL = ("fig2", "fig3", "fig4c", "fig5c", "s2a")
+ALL = FIGURES  # the figures `figures all` makes, in order (named in settings, which the parser reads)
 FIG3_PROMPTS = ("blazing sea", "glowing forest", "cyberpunk-styled city", "castle in the clouds")  # Fig. 3d
 FIG4C_PROMPTS = ("baseball field viewed from above", "从上方俯瞰的棒球场")
 TITLES = {

@@ -12,7 +12,7 @@ from brivl.twotower import TwoTower
 
 from . import objectives as O
 from .param import ParamKind
-from .render import ProgressCallback, Render, TransformSpec, render
+from .render_loop import ProgressCallback, Render, TransformSpec, render
 
 
 # Defaults for the best picture per second on a CPU (brivl-lite, 2 cores; bench/imagine_accuracy.py, 40 concepts):

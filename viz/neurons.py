@@ -22,7 +22,7 @@ from brivl.twotower import TwoTower
 
 from . import objectives as O
 from .param import PixelImage
-from .render import Render, _device, render
+from .render_loop import Render, _device, render
 
 
 def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:

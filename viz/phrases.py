@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import time
 import warnings
@@ -38,6 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from brivl.cache import cache_dir
 from brivl.checkpoint import atomic_write_bytes, save_safetensors
 from brivl.errors import UserInputError
 from brivl.frozen import frozen
@@ -194,7 +194,7 @@ def index_key(model_fp: str, phrases_sha: str, shard_size: int) -> str:
 
 def default_index_root() -> Path:
     """Where indexes go unless told: $BRIVL_CACHE/phrase-index (default ~/.cache/brivl/phrase-index)."""
-    return Path(os.environ.get("BRIVL_CACHE") or Path.home() / ".cache" / "brivl") / "phrase-index"
+    return cache_dir() / "phrase-index"
 
 
 def default_index_folder(model: TwoTower, phrases: PhraseList, root: str | Path | None = None,

@@ -13,6 +13,8 @@ from typing import Any
 
 from brivl.errors import UserInputError
 
+# The figures `brivl figures all` makes, in order (here, not in figures_all, so that the parser needs no torch).
+FIGURES = ("fig2", "fig3", "fig4c", "fig5c", "s2a")
 # name: (lowest, highest), both allowed; lr's lowest (0) is excluded.
 LIMITS: dict[str, tuple[float, float]] = {"steps": (1, 100_000), "size": (16, 4096), "seed": (0, 2**31 - 1),
                                           "lr": (0.0, 10.0)}

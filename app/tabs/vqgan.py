@@ -1,7 +1,7 @@
-"""VQGAN: text -> image by VQGAN inversion (viz.vqgan_imagine.vqgan_imagine, the paper's Fig. 3), streamed."""
+"""VQGAN: text -> image by VQGAN inversion (viz.vqgan_inversion.vqgan_imagine, the paper's Fig. 3), streamed."""
 import gradio as gr
 
-from brivl.viz.vqgan_imagine import vqgan_imagine as run_vqgan
+from brivl.viz.vqgan_inversion import vqgan_imagine as run_vqgan
 
 from ..context import (
     EXAMPLES_EN,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import timm
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerFast
 
+from ..cache import cache_dir
 from ..checkpoint import atomic_write_bytes
 from ..errors import UserInputError
 from ..model.meta import parameters_on_meta
@@ -23,11 +23,6 @@ from .efficientnet_lite import (
 )
 
 PACKAGE_PREFIX = "package:"
-
-
-def cache_dir() -> Path:
-    """Where brivl keeps what it builds from packages: $BRIVL_CACHE, else ~/.cache/brivl."""
-    return Path(os.environ.get("BRIVL_CACHE") or Path.home() / ".cache" / "brivl")
 
 
 def _sha256(path: Path) -> str:

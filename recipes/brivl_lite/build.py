@@ -28,6 +28,7 @@ import yaml
 
 from brivl.checkpoint import atomic_write_bytes
 from brivl.config import BriVLConfig, ConfigError
+from brivl.describe import DESCRIPTION_NAME, description_record
 
 VERSION = 2
 
@@ -179,6 +180,14 @@ def stage_eval(cfg: LiteBuildConfig, out: Path) -> dict[str, Any]:
             "cross_lingual": cross_lingual_retrieval(model), "load_s": round(load_s, 2)}
 
 
+def write_description(out: Path) -> None:
+    """Store what `brivl info` prints for the heads just written, so that it answers without torch (brivl.describe)."""
+    from brivl.commands import model_rows
+    from brivl.hub import load
+
+    atomic_write_bytes(out / DESCRIPTION_NAME, description_record(out, model_rows(load(out))))
+
+
 def build_default(cfg: LiteBuildConfig, progress: bool = True) -> dict[str, Any]:
     """Run every stage (finished ones are skipped); returns the evaluation, also written to report.json."""
     from brivl.hub import LITE_FOLDER
@@ -202,6 +211,7 @@ def build_default(cfg: LiteBuildConfig, progress: bool = True) -> dict[str, Any]
     timings["text_s"] = time.perf_counter() - t
     out = Path(cfg.out) if cfg.out else LITE_FOLDER
     model.save_pretrained(out, backbones=False, dtype=torch.float16)
+    write_description(out)
     report = {**stage_eval(cfg, out), "recipe_version": VERSION, "texts": len(corpus), "image_scale": round(scale, 3),
               "last_step": last, **{k: round(v, 1) for k, v in timings.items()}, "out": str(out)}
     atomic_write_bytes(work / "report.json", json.dumps(report, indent=2, ensure_ascii=False).encode())

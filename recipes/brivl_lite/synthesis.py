@@ -26,7 +26,7 @@ from brivl.lite.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LI
 from brivl.viz import transforms as T
 from brivl.viz.objectives import Context, Objective, batchnorm_layers, batchnorm_statistics, squared_total_variation
 from brivl.viz.param import FFTImage
-from brivl.viz.render import RenderDivergedError, render
+from brivl.viz.render_loop import RenderDivergedError, render
 
 # DeepInversion weights the first BN layer's statistics 10x: it sees nearly raw pixels, and matching its
 # statistics is what keeps colours and contrast natural.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from brivl.viz.vqgan import VQGAN, VQGANConfig
-from brivl.viz.vqgan_imagine import (
+from brivl.viz.vqgan_inversion import (
     MakeCutouts,
     parse_prompt,
     prompts,

@@ -31,7 +31,7 @@ from brivl.twotower import TwoTower
 from . import objectives as O
 from . import transforms as T
 from .objectives import spherical_distance  # noqa: F401 - VQGAN inversion's distance, at home in objectives
-from .render import _device, render
+from .render_loop import _device, render
 from .vqgan import VQGAN
 
 ProgressCallback = Callable[[int, Tensor], None]
