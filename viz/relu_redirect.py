@@ -21,23 +21,30 @@ class _RedirectedClamp(torch.autograd.Function):
     """clamp(x, lo, hi) whose backward redirects the gradient for rows that would otherwise get none."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, lo: float, hi: float | None) -> Tensor:  # noqa: D102 - autograd protocol
+    def forward(ctx, x: Tensor, lo: float, hi: float | None, state: Redirect) -> Tensor:  # noqa: D102 - autograd
         ctx.save_for_backward(x)
-        ctx.lo, ctx.hi = lo, hi
+        ctx.lo, ctx.hi, ctx.state = lo, hi, state
         return x.clamp(min=lo, max=hi)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: D102 - autograd protocol
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # noqa: D102 - autograd protocol
         (x,) = ctx.saved_tensors
-        below = x <= ctx.lo
-        above = x >= ctx.hi if ctx.hi is not None else torch.zeros_like(below)
-        usual = grad.masked_fill(below | above, 0.0)
+        blocked = x <= ctx.lo if ctx.hi is None else (x <= ctx.lo) | (x >= ctx.hi)
+        usual = grad.masked_fill(blocked, 0.0)
+        silent = usual.flatten(1).abs().amax(dim=1) == 0 if x.dim() > 1 else usual.abs().amax().eq(0).view(1)
+        # Most rows get a gradient after the first few steps: then the usual one is the answer, and the
+        # redirected mask (three more passes over the map) is not built. One host sync per unit.
+        if not bool(silent.any()):
+            return usual, None, None, None
+        ctx.state.fired += 1
         # grad is d(loss)/d(output): a negative one at a unit clamped low asks for a larger x, which can
         # bring it back; a positive one there would push it further down, so it stays blocked.
-        redirected = grad.masked_fill((below & (grad > 0)) | (above & (grad < 0)), 0.0)
-        silent = usual.flatten(1).abs().amax(dim=1) == 0 if x.dim() > 1 else usual.abs().amax().eq(0).view(1)
+        wrong_way = (x <= ctx.lo) & (grad > 0)
+        if ctx.hi is not None:
+            wrong_way |= (x >= ctx.hi) & (grad < 0)
+        redirected = grad.masked_fill(wrong_way, 0.0)
         shape = (-1,) + (1,) * (x.dim() - 1) if x.dim() > 1 else (1,)
-        return torch.where(silent.view(shape), redirected, usual), None, None
+        return torch.where(silent.view(shape), redirected, usual), None, None, None
 
 
 def _bounds(module: nn.Module) -> tuple[float, float | None] | None:
@@ -49,34 +56,39 @@ def _bounds(module: nn.Module) -> tuple[float, float | None] | None:
 
 
 class Redirect:
-    """What `redirected_relus` yields: how many modules it patched, and a switch (`active`) for later steps."""
+    """What `redirected_relus` yields: how many modules it patched, a switch (`active`) for later steps, and how
+    many unit outputs redirected a gradient since `fired` was last reset (so a loop can stop when none do)."""
 
     def __init__(self) -> None:
         self.count = 0
         self.active = True
+        self.fired = 0
 
 
 @contextmanager
 def redirected_relus(model: nn.Module) -> Iterator[Redirect]:
     """Within the block, the model's ReLU/ReLU6 modules redirect dead gradients while `active` is set."""
     state = Redirect()
-    patched: list[tuple[nn.Module, bool, torch.utils.hooks.RemovableHandle]] = []
+    patched: list[tuple[nn.Module, bool]] = []
     try:
         for module in model.modules():
             bounds = _bounds(module)
             if bounds is None:
                 continue
             inplace = getattr(module, "inplace", False)
-            module.inplace = False  # the hook needs the unclamped input, which an in-place clamp overwrites
+            module.inplace = False  # the redirect needs the unclamped input, which an in-place clamp overwrites
+            plain = module.forward
 
-            def hook(mod: nn.Module, args: tuple, out: Tensor, lo: float = bounds[0], hi: float | None = bounds[1]):
-                x = args[0]
-                return _RedirectedClamp.apply(x, lo, hi) if state.active and x.requires_grad else out
+            # The module's forward replaced for the block (an instance attribute), not followed by a hook: the
+            # clamp is computed once, by the redirecting function or by the module's own forward.
+            def forward(x: Tensor, plain=plain, lo: float = bounds[0], hi: float | None = bounds[1]) -> Tensor:
+                return _RedirectedClamp.apply(x, lo, hi, state) if state.active and x.requires_grad else plain(x)
 
-            patched.append((module, inplace, module.register_forward_hook(hook)))
+            module.forward = forward
+            patched.append((module, inplace))
         state.count = len(patched)
         yield state
     finally:
-        for module, inplace, handle in patched:
-            handle.remove()
+        for module, inplace in patched:
+            del module.forward  # the class's forward again
             module.inplace = inplace
