@@ -88,3 +88,35 @@ def stream(run: Callable[[Callable], object], stop: threading.Event, *, interval
     finally:
         if not finished:
             stop.set()  # the page went away or the event was cancelled: end the render too
+
+
+def progress_text(doing: str, done: int, total: int, unit: str, seconds: float, rate: float | None) -> str:
+    """'scoring images: 64 of 500 images (13%) in 4 s, about 30 s left' (no estimate before a rate is known)."""
+    pct = 100 * done / max(total, 1)
+    left = ""
+    if rate and rate > 0:
+        rest = (total - done) / rate
+        left = f", about {rest:.0f} s left" if rest < 120 else f", about {rest / 60:.0f} min left"
+    return f"{doing}: {done:,} of {total:,} {unit} ({pct:.0f}%) in {seconds:.0f} s{left}"
+
+
+def counted(run: Callable[[Callable[[int, int], None]], object], stop: threading.Event, doing: str, unit: str,
+            shape: Callable[[str], object] = lambda line: line, note: str = "", stopped_note: str = "",
+            interval: float = 1.0) -> Iterator:
+    """Run `run(report)` (it calls report(done, total) as it goes) in a worker; yield shape(a progress line + note)
+    at most every `interval` s, and return its result (`result = yield from counted(...)`; None when stopped, after
+    a shape("stopped after N s" + stopped_note)). Closing the generator (the page went away) stops the job too."""
+    first = None  # (done, seconds) of the first report: the rate is measured from there (a resumed job starts fast)
+    for ev in stream(run, stop, interval=interval):
+        if ev.kind == "preview":
+            done, total = ev.step, ev.images
+            first = first or (done, ev.seconds)
+            span = ev.seconds - first[1]
+            rate = (done - first[0]) / span if span > 0.5 else None
+            yield shape(progress_text(doing, done, total, unit, ev.seconds, rate) + note)
+        elif ev.kind == "done":
+            return ev.result
+        else:
+            yield shape(f"stopped after {ev.seconds:.0f} s{stopped_note}")
+            return None
+    return None

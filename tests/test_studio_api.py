@@ -115,8 +115,10 @@ def test_neuron_and_top_activating_images(client):
     png, meta = _files(files)
     assert status.startswith("done:") and meta["layer"] == "llp" and meta["channel"] == 5 and meta["text"] == "forest"
     assert "the channel's mean activation + 1 \u00d7 the cosine with \u201cforest\u201d" in status  # said in words
-    gallery, table, note, files = client.predict("tiny", "llp", 5, str(ROOT / "examples"), 2, api_name="/top_images")
+    job = client.submit("tiny", "llp", 5, str(ROOT / "examples"), 2, api_name="/top_images")
+    gallery, table, note, files = job.result()
     assert len(gallery) == 2 and "2 images scored" in note
+    assert any(isinstance(out[2], str) and out[2].startswith("scoring llp-5: ") for out in job.outputs())
     _, meta = _files(files)
     scores = [t["activation"] for t in meta["top"]]
     assert scores == sorted(scores, reverse=True)
@@ -134,8 +136,11 @@ def test_classify_retrieve_and_patches(client):
     assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-4
     _, meta = _files(files)
     assert meta["template"] == "a photo of {}" and len(meta["scores"]) == 3
-    gallery, note, _ = client.predict("夕阳", str(ROOT / "examples"), 5, "tiny", api_name="/retrieve")
-    assert len(gallery) == 2
+    job = client.submit("夕阳", str(ROOT / "examples"), 5, "tiny", api_name="/retrieve")
+    gallery, note, _ = job.result()
+    assert len(gallery) == 2 and "2 images ranked" in note
+    progress = [out[1] for out in job.outputs() if isinstance(out[1], str) and "of 2 images" in out[1]]
+    assert progress and progress[0].startswith("embedding the folder: ")  # streamed before the answer
     picture, table, files = client.predict(sunset, "the sun", "tiny", 0.5, api_name="/patches")
     png, meta = _files(files)
     assert len(meta["patches"]) == 37 and len(table["data"]) == 5

@@ -9,7 +9,7 @@ from PIL import Image
 from app.errors import StudioInputError, check_image_file, check_labels, check_prompt, check_render
 from app.models import ModelPool, SharedLock
 from app.paths import Roots
-from app.stream import stream
+from app.stream import counted, progress_text, stream
 
 
 def test_checks_refuse_bad_input_in_words(tmp_path):
@@ -156,3 +156,32 @@ def test_typed_hf_folders_must_lie_inside_the_roots(tmp_path):
         ModelPool(["tiny"], roots=Roots([tmp_path])).get("hf:/etc")
     with pytest.raises(StudioInputError, match="no such folder"):
         ModelPool(["tiny"], roots=Roots([tmp_path])).get(f"hf:{tmp_path / 'clip'}")
+
+
+def test_counted_streams_progress_lines_then_returns_the_result_or_says_it_stopped():
+    def job(report, stop_at=None):
+        for done in range(1, 6):
+            time.sleep(0.05)
+            report(done * 10, 50)
+        return "result"
+
+    def drain(gen):
+        lines = []
+        while True:
+            try:
+                lines.append(next(gen))
+            except StopIteration as end:
+                return lines, end.value
+
+    lines, value = drain(counted(job, threading.Event(), "scoring", "images", note="!", interval=0.0))
+    assert value == "result"
+    assert lines[0].startswith("scoring: 10 of 50 images (20%) in 0 s") and lines[-1].startswith("scoring: 50 of 50")
+    assert all(line.endswith("!") for line in lines)
+    flag = threading.Event()
+    flag.set()  # stopped before the first report: the job's next report raises inside it
+    lines, value = drain(counted(job, flag, "scoring", "images", shape=lambda line: ("x", line),
+                                 stopped_note="; kept"))
+    assert value is None and lines[-1][0] == "x" and lines[-1][1].startswith("stopped after") \
+        and lines[-1][1].endswith("; kept")
+    assert progress_text("a", 25, 100, "b", 10.0, 2.5) == "a: 25 of 100 b (25%) in 10 s, about 30 s left"
+    assert progress_text("a", 25, 1000, "b", 10.0, 2.5).endswith("about 6 min left")

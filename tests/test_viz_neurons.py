@@ -31,7 +31,9 @@ def test_top_activating_ranks_the_folder_best_first(tiny, folder):
     acts = N.channel_activations(tiny, "llp", torch.stack([N.load_images([p], tiny.image_size)[0]
                                                            for p in N.image_files(folder)]))
     channel = int(acts.std(0).argmax())  # a channel that tells the images apart
-    top = N.top_activating(tiny, "llp", channel, folder, k=3, batch_size=2)
+    told = []
+    top = N.top_activating(tiny, "llp", channel, folder, k=3, batch_size=2, callback=lambda *a: told.append(a))
+    assert told == [(2, 5), (4, 5), (5, 5)]  # after each batch: images scored, of how many
     assert len(top.paths) == 3 and len(top.all_paths) == 5  # the .txt is not an image
     assert top.scores == sorted(top.scores, reverse=True)
     assert top.scores[0] == pytest.approx(float(acts[:, channel].max()), rel=1e-4, abs=1e-5)

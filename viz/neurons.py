@@ -8,7 +8,7 @@ Only the TwoTower protocol is used.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +76,12 @@ class TopImages:
 
 
 def top_activating(model: TwoTower, layer: str, channel: int, images: str | Path | Sequence[str | Path], k: int = 8,
-                   batch_size: int = 16, limit: int | None = 500) -> TopImages:
+                   batch_size: int = 16, limit: int | None = 500,
+                   callback: Callable[[int, int], None] | None = None) -> TopImages:
     """The k images (a folder, or a list of files) that drive channel `channel` of `layer` hardest, best first.
 
     Images are read at the model's input size; `limit` caps how many files of a folder are scored.
+    `callback(done, total)` is told after each batch how many images are scored.
     """
     paths = image_files(images, limit) if isinstance(images, (str, Path)) else [Path(p) for p in images]
     if not paths:
@@ -92,6 +94,8 @@ def top_activating(model: TwoTower, layer: str, channel: int, images: str | Path
             raise UserInputError(f"channel {channel} out of range: layer {layer!r} has {acts.shape[1]} channels "
                              f"(0-{acts.shape[1] - 1})")
         scores.append(acts[:, channel])
+        if callback is not None:
+            callback(min(start + batch_size, len(paths)), len(paths))
     all_scores = torch.cat(scores)
     order = torch.argsort(all_scores, descending=True, stable=True)[:k].tolist()
     return TopImages(layer, channel, [paths[i] for i in order], [float(all_scores[i]) for i in order], paths,

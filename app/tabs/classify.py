@@ -1,4 +1,5 @@
 """Classify & retrieve: an uploaded image against typed labels (zero-shot), or a text against a folder of images."""
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -12,6 +13,7 @@ from brivl.viz.neurons import image_files
 
 from .. import results
 from ..context import EXAMPLE_DIR, Studio, example_photos, model_choice, upload_image
+from ..stream import counted
 from ..errors import StudioInputError, check_image_file, check_labels, check_prompt, readable
 
 
@@ -63,9 +65,19 @@ def handlers(studio: Studio):
         if not paths:
             raise StudioInputError(f"{folder.strip()}: no image files inside the folders this studio may read")
         model = studio.pool.get(model_name)
-        with torch.no_grad(), studio.pool.shared(model_name):
-            img = embed_image_files(model, paths, batch_size=16, progress=False)
-            t = model.encode_text([text]).float().cpu()
+
+        def run(report):
+            with torch.no_grad(), studio.pool.shared(model_name):  # no_grad here: grad mode is per thread
+                img = embed_image_files(model, paths, batch_size=16, progress=False,
+                                        callback=lambda _stage, done, total: report(done, total))
+                return img, model.encode_text([text]).float().cpu()
+
+        # Progress while the folder is embedded (2,000 images take minutes on a CPU); a closed page stops it.
+        embedded = yield from counted(run, threading.Event(), "embedding the folder", "images",
+                                      shape=lambda line: (gr.skip(), line, gr.skip()))
+        if embedded is None:
+            return
+        img, t = embedded
         scores = (img @ t.T)[:, 0]
         k = max(1, min(int(k), len(paths), 48))
         top = torch.argsort(scores, descending=True, stable=True)[:k].tolist()
@@ -75,7 +87,7 @@ def handlers(studio: Studio):
                                                  "folder": str(root), "scored": len(paths), "k": k,
                                                  "top": [{"path": str(paths[i]), "cosine": float(scores[i])}
                                                          for i in top]}, text)
-        return gallery, f"{len(paths)} images ranked by cosine with \u201c{text}\u201d", files
+        yield gallery, f"{len(paths)} images ranked by cosine with \u201c{text}\u201d", files
     return classify, retrieve
 
 

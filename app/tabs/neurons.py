@@ -1,5 +1,7 @@
 """Neurons: maximise one channel of a layer (LLP by default) under an optional text (viz.neuron, Fig. 2d), and
 rank the images of a folder by that channel (viz.neurons.top_activating)."""
+import threading
+
 import gradio as gr
 
 from brivl import viz
@@ -20,6 +22,7 @@ from ..context import (
 )
 from ..errors import StudioInputError, check_prompt, check_render, readable
 from ..rendering import render_stream
+from ..stream import counted
 
 
 def _channel(model, layer: str, channel) -> tuple[str, int]:
@@ -84,8 +87,16 @@ def handlers(studio: Studio):
         model = studio.pool.get(model_name)
         layer, channel = _channel(model, layer, channel)
         k = max(1, min(int(k), 48))
-        with studio.pool.exclusive(model_name):
-            top = N.top_activating(model, layer, channel, paths, k=k)
+
+        def run(report):
+            with studio.pool.exclusive(model_name):
+                return N.top_activating(model, layer, channel, paths, k=k, callback=report)
+
+        # Progress while it scores (500 images take ~30 s on a CPU); a closed page stops it.
+        top = yield from counted(run, threading.Event(), f"scoring {layer}-{channel}", "images",
+                                 shape=lambda line: (gr.skip(), gr.skip(), line, gr.skip()))
+        if top is None:
+            return
         gallery = [(str(p), f"#{i} {s:.3f}  {p.name}") for i, (p, s) in enumerate(zip(top.paths, top.scores), 1)]
         grid = results.side_by_side([load_images([p], 128)[0] for p in top.paths[:8]])
         files = results.save("top-images", grid, {"model": model_name or studio.pool.default, "layer": layer,
@@ -95,8 +106,8 @@ def handlers(studio: Studio):
                                                           for p, s in zip(top.paths, top.scores)]},
                              f"{layer}-{channel}")
         rows = [[i, p.name, round(float(s), 4)] for i, (p, s) in enumerate(zip(top.paths, top.scores), 1)]
-        return (gallery, rows, f"{len(top.all_paths)} images scored; the strongest {len(top.paths)} shown (activation: "
-                               f"the channel's mean over the image)", files)
+        yield (gallery, rows, f"{len(top.all_paths)} images scored; the strongest {len(top.paths)} shown (activation: "
+                              f"the channel's mean over the image)", files)
     return visualise, top_images
 
 

@@ -15,21 +15,10 @@ from brivl.viz import phrases as P
 from .. import results
 from ..context import Studio, model_choice, result_image, run_stop_buttons, text_examples
 from ..errors import Stopped, StudioInputError, check_prompt, log, readable
-from ..stream import stream
+from ..stream import counted
 
 _BUILD = threading.Lock()  # one index build at a time: two would write the same folder
 DEFAULT_LIMIT = 5000  # the 5,000 most frequent jieba phrases: ~30 s to build on one CPU core for brivl-lite
-
-
-def eta_text(done: int, total: int, seconds: float, rate: float | None) -> str:
-    """'building the index: 1,024 of 5,000 phrases (20%), about 35 s left' (no estimate before the first rate)."""
-    pct = 100 * done / max(total, 1)
-    left = ""
-    if rate and rate > 0:
-        rest = (total - done) / rate
-        left = f", about {rest:.0f} s left" if rest < 120 else f", about {rest / 60:.0f} min left"
-    return (f"building the index: {done:,} of {total:,} phrases ({pct:.0f}%) in {seconds:.0f} s{left}; "
-            f"**Stop** ends it and keeps what is done")
 
 
 def _build(studio: Studio, model_name: str, model, folder, plist: P.PhraseList, flag: threading.Event
@@ -46,21 +35,11 @@ def _build(studio: Studio, model_name: str, model, folder, plist: P.PhraseList, 
                          "in %s for the next search", f"{len(plist.phrases):,}", folder)
                 raise
 
-    first = None  # (done, seconds) of the first report: a resumed build reads its old shards fast
-    for ev in stream(run, flag, interval=1.0):
-        if ev.kind == "preview":
-            done, total = ev.step, ev.images
-            first = first or (done, ev.seconds)
-            span = ev.seconds - first[1]
-            rate = (done - first[0]) / span if span > 0.5 else None
-            yield gr.skip(), gr.skip(), eta_text(done, total, ev.seconds, rate), gr.skip()
-        elif ev.kind == "stopped":
-            yield (gr.skip(), gr.skip(), f"stopped after {ev.seconds:.0f} s; the batches done are kept on disk, so "
-                                         f"**Search** again resumes the build", gr.skip())
-            return None
-        else:
-            return ev.result
-    return None
+    return (yield from counted(run, flag, "building the index", "phrases",
+                               shape=lambda line: (gr.skip(), gr.skip(), line, gr.skip()),
+                               note="; **Stop** ends it and keeps what is done",
+                               stopped_note="; the batches done are kept on disk, so **Search** again resumes the "
+                                            "build"))
 
 
 def handler(studio: Studio):
