@@ -5,6 +5,8 @@ Two ratios, both measured in this one process on the same model, size and device
      backward of the image tower on the same batch (gradient to the pixels only, as in the render loop): the
      limit. 1.0 means the loop adds nothing to the tower's own cost.
   2. time per prompt when 4 prompts share one batch / time for one prompt alone. Below 1 means batching pays.
+     Beside it the same ratio for the bare tower (time per image at batch 4 / at batch 1): the most batching can
+     buy on this device.
 
 Usage: python bench/render.py [--model tiny] [--steps 16] [--size S] [--prompts 4] [--repeats 3] [--device cpu|cuda]
 """
@@ -78,11 +80,12 @@ def measure(model, steps: int = 16, size: int | None = None, prompts: int = 4, r
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     batch_s = single_s = float("inf")
-    bare_sps = 0.0
+    bare_sps = bare_one_sps = 0.0
     for _ in range(repeats):
         batch_s = min(batch_s, render_seconds(model, texts, size, steps))
         single_s = min(single_s, render_seconds(model, texts[:1], size, steps))
         bare_sps = max(bare_sps, bare_steps_per_s(model, prompts, size, steps))
+        bare_one_sps = max(bare_one_sps, bare_steps_per_s(model, 1, size, steps))
     render_sps = steps / batch_s
     return {
         "model": getattr(getattr(model, "config", None), "name", type(model).__name__),
@@ -93,6 +96,8 @@ def measure(model, steps: int = 16, size: int | None = None, prompts: int = 4, r
         "batch_s": batch_s, "single_s": single_s,
         "per_prompt_batched_s": batch_s / prompts, "per_prompt_alone_s": single_s,
         "batched_vs_alone_per_prompt": (batch_s / prompts) / single_s,
+        # What batching can buy at most: the bare tower's own time per image in the batch / alone.
+        "bare_batched_vs_alone_per_image": (1 / (bare_sps * prompts)) / (1 / bare_one_sps),
     }
 
 
@@ -121,7 +126,8 @@ def main() -> None:
             ("  ratio render / bare", f"{r['render_vs_bare']:.2f}"),
             (f"time per prompt, {n} in one batch", f"{r['per_prompt_batched_s']:.3f} s"),
             ("time per prompt, alone", f"{r['per_prompt_alone_s']:.3f} s"),
-            ("  ratio batched / alone", f"{r['batched_vs_alone_per_prompt']:.2f}")]
+            ("  ratio batched / alone", f"{r['batched_vs_alone_per_prompt']:.2f}"),
+            ("  the bare tower's own ratio (the limit)", f"{r['bare_batched_vs_alone_per_image']:.2f}")]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key + ':':<{width + 1}}  {value}")
