@@ -17,7 +17,7 @@ from brivl.twotower import TwoTower
 from . import transforms as T
 from .objectives import Context, Objective, capture_layers
 from .param import Constrained, ImageParam, ParamKind, Sampled, image
-from .relu_redirect import redirected_relus
+from .relu_redirect import Redirect, redirected_relus
 
 ProgressCallback = Callable[[int, Tensor], None]
 TransformSpec = str | T.Compose | T.Schedule | Sequence[T.Transform] | None
@@ -153,13 +153,7 @@ def render(
         with redirect as redirecting, capture_layers(model, objective.layers, objective.hooks) as cap, \
                 progress_bar(total=steps, progress=progress, desc=objective.name[:40], unit="step") as bar:
             for step in range(steps):
-                if redirecting is not None:
-                    # Only the start needs it (dead units come alive or never will), and only while it still
-                    # finds an image with no gradient through some unit: it stops at the first step that found
-                    # none (from noise, at once; from a flat grey start, after a step or two). Its backward
-                    # costs about a third more than the tower's own.
-                    redirecting.active = step < REDIRECT_STEPS and (step == 0 or redirecting.fired > 0)
-                    redirecting.fired = 0
+                _switch_redirect(redirecting, step)
                 images = init.sample(g) if isinstance(init, Sampled) else init()
                 _check_finite(images, "the image", step, steps, lr)
                 if callback is not None and step % every == 0:
@@ -178,6 +172,15 @@ def render(
         if callback is not None:
             callback(steps, final)
     return Render(final, torch.stack(history))
+
+
+def _switch_redirect(redirecting: Redirect | None, step: int) -> None:
+    """Redirect ReLU gradients this step or not: only the start needs it (dead units come alive or never will), and
+    only while it still finds an image with no gradient through some unit. It stops at the first step that found
+    none (from noise, at once; from a flat grey start, after a step or two): its backward costs a third more."""
+    if redirecting is not None:
+        redirecting.active = step < REDIRECT_STEPS and (step == 0 or redirecting.fired > 0)
+        redirecting.fired = 0
 
 
 def _views(tf: T.Compose | T.Schedule, images: Tensor, copies: int, g: torch.Generator, step: int, steps: int
