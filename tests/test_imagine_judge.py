@@ -19,10 +19,9 @@ from imagine_accuracy import Judge, concept_indices  # noqa: E402
 pytestmark = pytest.mark.slow
 
 # (prompt, ImageNet class): concepts whose renders bench/imagine_accuracy.py found recognisable at full settings
-# (judge probability 0.74-0.99 at 128 steps, 160 px). The first set (goldfish, 草莓, volcano, 柠檬) held a concept the
-# bench misses (柠檬, rank 35): a change of the heads by 6e-6 moved it from x5.6 to x1.8 and CI failed. With the
-# 4000-step heads 茶壶 (in the second set) fell to x30, on the floor, so it gave way to 鸵鸟 and 火山.
-PROMPTS = (("a starfish", "starfish"), ("鸵鸟", "ostrich"), ("a jellyfish", "jellyfish"), ("火山", "volcano"))
+# (judge probability 0.88-0.96 at 128 steps, 160 px). The first set (goldfish, 草莓, volcano, 柠檬) held a concept the
+# bench misses (柠檬, rank 35): a change of the heads by 6e-6 moved it from x5.6 to x1.8 and CI failed.
+PROMPTS = (("a starfish", "starfish"), ("茶壶", "teapot"), ("a jellyfish", "jellyfish"), ("城堡", "castle"))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def test_renders_of_class_prompts_are_recognised_by_an_independent_judge(lite):
     p, p0 = probs[rows, targets], base[rows, targets]
     ranks = (probs > p[:, None]).sum(1) + 1
     # Noise gives each class ~1/1000 (rank ~500). Measured on the shipped heads at these settings (32 steps, 128 px):
-    # probabilities 0.49, 0.07, 0.87, 0.14 = x1505, x146, x1208, x90 the noise's, every one the judge's top-1.
+    # probabilities 0.79, 0.17, 0.66, 0.73 = x2431, x230, x916, x2219 the noise's, every one the judge's top-1.
     assert (p > 30 * p0).all(), (p, p0)
     assert int((p > 100 * p0).sum()) >= 3, (p, p0)
     assert (ranks <= 5).all(), ranks

@@ -63,3 +63,29 @@ def test_brivl_lite_llp_channel_rises_from_a_flat_start_only_with_redirection():
     assert results[False].history.abs().max() == 0
     assert torch.allclose(results[False].images, torch.full_like(results[False].images, 0.5), atol=1e-6)
     assert results[True].history[-1].item() > 0.05
+
+
+def test_renders_in_two_threads_on_one_model_each_redirect_only_their_own():
+    """The studio renders for several pages at once on one model: each render's redirect stays in its thread."""
+    import threading
+
+    from brivl import viz
+
+    model = brivl.load("tiny")
+    alone = [viz.imagine(model, [t], steps=6, size=48, seed=1, progress=False).images for t in ("sea", "fire")]
+    out, errors = {}, []
+
+    def run(i: int, text: str) -> None:
+        try:
+            out[i] = viz.imagine(model, [text], steps=6, size=48, seed=1, progress=False).images
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i, t)) for i, t in enumerate(("sea", "fire"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(torch.equal(out[i], alone[i]) for i in range(2))  # the same images as each alone
+    assert not any(m._forward_hooks for m in model.modules())  # every hook removed

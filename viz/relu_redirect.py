@@ -10,6 +10,7 @@ loss to minimise (render differentiates minus the objective).
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,32 +64,33 @@ class Redirect:
         self.count = 0
         self.active = True
         self.fired = 0
+        self.thread = threading.get_ident()  # the thread whose forward passes it redirects
 
 
 @contextmanager
 def redirected_relus(model: nn.Module) -> Iterator[Redirect]:
     """Within the block, the model's ReLU/ReLU6 modules redirect dead gradients while `active` is set."""
     state = Redirect()
-    patched: list[tuple[nn.Module, bool]] = []
+    patched: list[tuple[nn.Module, bool, torch.utils.hooks.RemovableHandle]] = []
     try:
         for module in model.modules():
             bounds = _bounds(module)
             if bounds is None:
                 continue
             inplace = getattr(module, "inplace", False)
-            module.inplace = False  # the redirect needs the unclamped input, which an in-place clamp overwrites
-            plain = module.forward
+            module.inplace = False  # the hook needs the unclamped input, which an in-place clamp overwrites
 
-            # The module's forward replaced for the block (an instance attribute), not followed by a hook: the
-            # clamp is computed once, by the redirecting function or by the module's own forward.
-            def forward(x: Tensor, plain=plain, lo: float = bounds[0], hi: float | None = bounds[1]) -> Tensor:
-                return _RedirectedClamp.apply(x, lo, hi, state) if state.active and x.requires_grad else plain(x)
+            # A forward hook, not a replaced forward: renders in other threads may share the model (the studio),
+            # and each redirects only its own thread's passes.
+            def hook(mod: nn.Module, args: tuple, out: Tensor, lo: float = bounds[0], hi: float | None = bounds[1]):
+                x = args[0]
+                mine = state.active and x.requires_grad and threading.get_ident() == state.thread
+                return _RedirectedClamp.apply(x, lo, hi, state) if mine else out
 
-            module.forward = forward
-            patched.append((module, inplace))
+            patched.append((module, inplace, module.register_forward_hook(hook)))
         state.count = len(patched)
         yield state
     finally:
-        for module, inplace in patched:
-            del module.forward  # the class's forward again
+        for module, inplace, handle in patched:
+            handle.remove()
             module.inplace = inplace

@@ -38,16 +38,16 @@ class LiteBuildConfig:
     """What `brivl build-default` makes and how long it trains (configs/build-lite.yaml)."""
 
     version: int = VERSION
-    work: str = "build/brivl-lite-v3"  # corpus, text cache, text-head checkpoints, report
+    work: str = "build/brivl-lite-v2"  # corpus, text cache, text-head checkpoints, report
     out: str = ""  # where the heads go; "" = the installed package's brivl-lite folder
     classes: int = 1000  # the first N of a seeded permutation of the ImageNet classes (tiny builds use a few)
     pairs: int = 10000  # two-class sentences
-    steps: int = 4000
+    steps: int = 2000
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 100
     temperature: float = 0.03  # of the cross-entropy over class targets
-    cosine_weight: float = 4.0  # weight of 1 - cos(text, its target) (configs/build-lite.yaml says why)
+    cosine_weight: float = 1.0  # weight of 1 - cos(text, its target)
     refit_ridge: float = 1e-3  # then the text MLP's last layer by ridge regression onto the targets (0 = keep)
     text_mlp_hidden: int = 2048
     image_att_layers: int = 0  # the image self-attention would be an exact identity (14.5 MB a layer): none
