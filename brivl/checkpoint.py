@@ -1,12 +1,9 @@
 """Reading and writing weights: safetensors first, official .pth through weights_only loading, atomic writes."""
 from __future__ import annotations
 
-import errno
-import os
 import pickle
 import re
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .atomic import atomic_write_bytes, write_atomically  # noqa: F401 - atomic_write_bytes re-exported
 from .errors import CheckpointError  # noqa: F401 - re-exported: the names callers know
 from .pickle_scan import scan_torch_file
 
@@ -24,41 +22,7 @@ TOWER_PREFIXES = ("imgencoder.", "textencoder.")
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    path = Path(path)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
-    except (OSError, SafetensorError) as e:
-        _discard(tmp)
-        raise CheckpointError(f"{path}: could not write ({_write_failure(e)}); the previous file, if any, "
-                              f"is unchanged") from None
-    except BaseException:
-        _discard(tmp)
-        raise
-    return path
-
-
-def _discard(tmp: str | None) -> None:
-    if tmp is not None:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _write_failure(e: BaseException) -> str:
-    """A short reason for a failed write; a full disk is said plainly (safetensors wraps it in its own error)."""
-    if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "StorageFull" in str(e):
-        return "no space left on the disk"
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write bytes to path through a temporary file and a rename."""
-    return _atomic(Path(path), lambda tmp: tmp.write_bytes(data))
+    return write_atomically(path, write, errors=(OSError, SafetensorError))
 
 
 def save_safetensors(state: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import struct
 from importlib import metadata
 from pathlib import Path
 
 from .assets import asset_folder
+from .atomic import atomic_write_bytes
 from .cache import cache_dir
 from .cli import command_function
+from .errors import CheckpointError
 
 DESCRIPTION_NAME = "description.json"
 _CONFIG, _WEIGHTS = "config.json", "model.safetensors"  # brivl.config / brivl.checkpoint's names (they import torch)
@@ -93,13 +94,9 @@ def description_record(folder: Path, rows: list[tuple[str, object]]) -> bytes:
 
 def remember_rows(folder: Path, rows: list[tuple[str, object]]) -> None:
     """Cache a description for the folder's current files (best effort: a read-only cache costs only speed)."""
-    path = _cache_file(fingerprint(folder))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(description_record(folder, rows))
-        os.replace(tmp, path)  # atomic: a concurrent `brivl info` reads the old file or the new one
-    except OSError:
+    try:  # atomic: a concurrent `brivl info` reads the old file or the new one
+        atomic_write_bytes(_cache_file(fingerprint(folder)), description_record(folder, rows))
+    except CheckpointError:
         pass
 
 

@@ -138,3 +138,16 @@ def test_a_core_floor_without_its_extra_adds_no_commands(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kornia" else real(name, *a))
     sub = [a for a in build_parser(floors=True)._actions if a.dest == "command"][0]
     assert "info" in sub.choices and "imagine" not in sub.choices and "build-default" not in sub.choices
+
+
+def test_the_atomic_writer_needs_no_torch_and_leaves_the_old_file_on_a_failed_write(tmp_path):
+    code = ("import json, sys\nfrom pathlib import Path\nfrom brivl.atomic import atomic_write_bytes, write_atomically\n"
+            f"p = Path({str(tmp_path / 'f.json')!r})\natomic_write_bytes(p, b'old')\n"
+            "def half(tmp):\n    tmp.write_bytes(b'ne')\n    raise OSError(28, 'No space left on device')\n"
+            "try:\n    write_atomically(p, half)\nexcept ValueError as e:\n    msg = str(e)\n"
+            f"print(json.dumps({{'heavy': {_loaded_heavy()}, 'msg': msg, 'content': p.read_text(), "
+            "'files': sorted(x.name for x in p.parent.iterdir())}))")
+    result = _run(code, tmp_path)
+    assert result["heavy"] == [] and result["content"] == "old"
+    assert "no space left on the disk" in result["msg"] and "unchanged" in result["msg"]
+    assert [f for f in result["files"] if f != "cache"] == ["f.json"]  # the half-written temporary file is gone
