@@ -49,6 +49,12 @@ class LiteBuildConfig:
     temperature: float = 0.03  # of the cross-entropy over class targets
     cosine_weight: float = 1.0  # weight of 1 - cos(text, its target)
     refit_ridge: float = 1e-3  # then the text MLP's last layer by ridge regression onto the targets (0 = keep)
+    anchors_zh: int = 0  # general Chinese phrases (jieba, ranks 5,000 on) whose neighbourhoods the head keeps
+    anchors_en: int = 0  # general English words (open_clip's BPE vocabulary, most frequent first)
+    anchor_batch: int = 128  # anchors per step
+    structure_weight: float = 0.0  # weight of the anchors' structure term (0 = none)
+    structure_temperature: float = 0.05  # of the head's neighbour distribution
+    structure_ref_temperature: float = 0.02  # of the backbone's
     text_mlp_hidden: int = 2048
     image_att_layers: int = 0  # the image self-attention would be an exact identity (14.5 MB a layer): none
     image_att_ff_dim: int = 256
@@ -69,6 +75,12 @@ class LiteBuildConfig:
         cfg = cls(**data)
         if cfg.version != VERSION:
             raise ConfigError(f"{path} is a version-{cfg.version} recipe; this loader reads version {VERSION}")
+        for name in ("anchors_zh", "anchors_en", "anchor_batch"):
+            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {getattr(cfg, name)!r}")
+        for name in ("structure_temperature", "structure_ref_temperature"):
+            if not getattr(cfg, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(cfg, name)!r}")
         for name in ("classes", "steps", "batch_size", "text_mlp_hidden", "scale_images"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
@@ -130,17 +142,32 @@ def stage_text_head(cfg: LiteBuildConfig, model, corpus, work: Path, progress: b
     clf = model.imgencoder.backbone.get_classifier()
     targets = class_targets(clf.weight.detach(), clf.bias.detach())
     cache, labels = HiddenCache(folder, texts), soft_labels(corpus, 1000)
+    anchors = stage_anchors(cfg, model, set(texts), work, progress)
     last = train_text_head(model, cache, labels, targets, work / "text-head", steps=cfg.steps,
                            batch=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup_steps, temperature=cfg.temperature,
-                           cosine_weight=cfg.cosine_weight, seed=cfg.seed, save_every=max(1, min(200, cfg.steps)),
-                           progress=progress)
+                           cosine_weight=cfg.cosine_weight, seed=cfg.seed, anchors=anchors,
+                           anchor_batch=cfg.anchor_batch, structure_weight=cfg.structure_weight,
+                           structure_temperatures=(cfg.structure_temperature, cfg.structure_ref_temperature),
+                           save_every=max(1, min(200, cfg.steps)), progress=progress)
     if cfg.refit_ridge > 0:
         # Fit on the layers below as they ship (fp16), so the least-squares layer is exact for the shipped ones.
         with torch.no_grad():
             for p in model.textencoder.learnable.parameters():
                 p.copy_(p.half().float())
-        last["refit"] = refit_output_layer(model, cache, labels, targets, ridge=cfg.refit_ridge)
+        last["refit"] = refit_output_layer(model, cache, labels, targets, ridge=cfg.refit_ridge, anchors=anchors)
     return last
+
+
+def stage_anchors(cfg: LiteBuildConfig, model, corpus_texts: set[str], work: Path, progress: bool):
+    """The general phrases' cached hidden states (None without a structure term); texts of the corpus are left out."""
+    from .text_corpus import anchor_phrases
+    from .text_head import HiddenCache, cache_hidden_states
+
+    if cfg.structure_weight <= 0 or not (cfg.anchors_zh or cfg.anchors_en):
+        return None
+    phrases = [a for a in anchor_phrases(model.tokenizer, cfg.anchors_zh, cfg.anchors_en) if a not in corpus_texts]
+    atomic_write_bytes(work / "anchors.txt", "\n".join(phrases).encode())
+    return HiddenCache(cache_hidden_states(model, phrases, work / "anchor-cache", progress=progress), phrases)
 
 
 @torch.no_grad()

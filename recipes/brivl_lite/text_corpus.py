@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from timm.data import ImageNetInfo
+
+from brivl.config import ConfigError
 
 from .recipe import heldout_sentence_pairs, sentence_pair
 from .zh import PARALLEL_TEMPLATES, ZH_CLASS_SYNONYMS
@@ -85,3 +88,55 @@ def build_corpus(classes: list[int] | None = None, pairs: int = 10000, seed: int
 
     unseen = {s for t, c in heldout for s in sentence_pair(t, c)}
     return [t for t in out if t.text not in unseen]
+
+
+def chinese_phrases(n: int, skip: int = 5000) -> list[str]:
+    """jieba's phrases ranked skip .. skip + n by frequency: everyday Chinese that names no class on purpose.
+
+    The `skip` most frequent are left out so that the studio's default phrase list (jieba's 5,000 most frequent)
+    stays unseen by the build and tests what the head learned in general.
+    """
+    from brivl.viz.phrases import read_phrases
+
+    return read_phrases("jieba", limit=skip + n).phrases[skip:]
+
+
+def english_words(n: int, starts: set[str] | None = None, min_len: int = 4) -> list[str]:
+    """The `n` most frequent whole English words of the BPE vocabulary open_clip ships (its merges, in rank order).
+
+    A merge whose result ends a word ("</w>") is a word seen often enough in CLIP's English captions to get its own
+    token, or a suffix ("ation"); `starts` (words that begin a word in another vocabulary) drops the suffixes. The
+    e5 vocabulary alone would not do: it is multilingual and lists Indonesian beside English.
+    """
+    import gzip
+
+    try:
+        import open_clip
+    except ImportError:
+        raise ConfigError("anchors_en needs open_clip's English vocabulary: pip install open_clip_torch "
+                          "(the [openclip] extra), or set anchors_en: 0") from None
+    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    out: list[str] = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        next(f)  # the version line
+        for line in f:
+            word = line.strip().replace(" ", "")
+            if word.endswith("</w>"):
+                word = word[:-4]
+                if (len(word) >= min_len and word.isascii() and word.isalpha() and word.islower()
+                        and (starts is None or word in starts)):
+                    out.append(word)
+                    if len(out) == n:
+                        break
+    return out
+
+
+def word_starts(tokenizer) -> set[str]:
+    """The pieces of a sentencepiece tokenizer that begin a word ("\u2581word" -> "word")."""
+    return {p[1:] for p in tokenizer.get_vocab() if p.startswith("\u2581")}
+
+
+def anchor_phrases(tokenizer, zh: int, en: int, skip_zh: int = 5000) -> list[str]:
+    """The general phrases the structure term holds in place: jieba phrases and English words, no repeats."""
+    english = english_words(en, word_starts(tokenizer)) if en else []
+    return list(dict.fromkeys(chinese_phrases(zh, skip_zh) + english))

@@ -3,7 +3,10 @@
 The backbone's hidden states of every corpus text are cached once (shards, resumable); the head then learns
 to put each text on the unit target of the classes it names (`recipes.brivl_lite.classifier_space`): a cross-entropy
 over all 1000 class targets (so classes stay apart) plus 1 - cosine to the text's own target (so a class prompt
-lands on the direction a render climbs). Training resumes from its last checkpoint, exactly.
+lands on the direction a render climbs). A third term keeps texts that name no class where the backbone puts them:
+for a batch of general phrases ("anchors"), the head's neighbour distribution over the anchors and the batch's class
+texts is held to the backbone's own (e5's mean-pooled embeddings), so pulling class prompts hard onto their targets
+does not drag every other word onto some ImageNet class. Training resumes from its last checkpoint, exactly.
 """
 from __future__ import annotations
 
@@ -115,17 +118,60 @@ def head_parameters(model) -> list[nn.Parameter]:
     return list(model.textencoder.learnable.parameters())
 
 
+def backbone_embeddings(hidden: Tensor, mask: Tensor) -> Tensor:
+    """The backbone's own sentence embeddings: the unit mean of its last hidden states (how e5 pools)."""
+    return F.normalize(masked_mean(hidden.float(), mask == 0), dim=-1)
+
+
+def structure_loss(anchors: Tensor, anchors_ref: Tensor, others: Tensor, others_ref: Tensor, temperature: float,
+                   ref_temperature: float) -> Tensor:
+    """KL from the backbone's neighbour distribution of each anchor to the head's, over the anchors and `others`.
+
+    Row i compares softmax(ref_i . [ref_anchors; ref_others] / ref_temperature) with the same of the head's
+    embeddings at `temperature` (each space at its own scale), the anchor itself left out.
+    """
+    n = len(anchors)
+    eye = torch.zeros(n, n + len(others), dtype=torch.bool)
+    eye[:, :n] = torch.eye(n, dtype=torch.bool)
+    ref = (anchors_ref @ torch.cat([anchors_ref, others_ref]).T / ref_temperature).masked_fill(eye, -1e4)
+    sim = (anchors @ torch.cat([anchors, others]).T / temperature).masked_fill(eye, -1e4)
+    p = ref.softmax(-1)
+    return (p * (ref.log_softmax(-1) - sim.log_softmax(-1))).sum(-1).mean()
+
+
 def head_loss(model, hidden: Tensor, mask: Tensor, labels: Tensor, targets: Tensor, temperature: float,
-              cosine_weight: float) -> tuple[Tensor, dict[str, float]]:
-    """Cross-entropy of the text embeddings against all class targets plus 1 - cos to each text's own target."""
-    emb = model.textencoder(None, mask, hidden)
+              cosine_weight: float, anchors: tuple[Tensor, Tensor] | None = None, structure_weight: float = 0.0,
+              structure_temperatures: tuple[float, float] = (0.05, 0.02)) -> tuple[Tensor, dict[str, float]]:
+    """Cross-entropy against all class targets + 1 - cos to each text's own target (+ the anchors' structure term)."""
+    if anchors is not None and structure_weight > 0:
+        a_hidden, a_mask = anchors
+        both = model.textencoder(None, torch.cat([_pad(mask, a_mask.shape[1]), _pad(a_mask, mask.shape[1])]),
+                                 torch.cat([_pad(hidden, a_hidden.shape[1]), _pad(a_hidden, hidden.shape[1])]))
+        emb, anchor_emb = both[:len(hidden)], both[len(hidden):]
+    else:
+        emb, anchor_emb = model.textencoder(None, mask, hidden), None
     logits = emb @ targets.T / temperature
     ce = -(labels * logits.log_softmax(-1)).sum(-1).mean()
     own = F.normalize(labels @ targets, dim=-1)
     cos = (emb * own).sum(-1).mean()
     loss = ce + cosine_weight * (1 - cos)
     hits = labels.gather(1, logits.argmax(-1, keepdim=True)).squeeze(1) > 0
-    return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "cos": float(cos.detach()), "acc": float(hits.float().mean())}
+    metrics = {"ce": float(ce.detach()), "cos": float(cos.detach()), "acc": float(hits.float().mean())}
+    if anchor_emb is not None:
+        with torch.no_grad():
+            refs = backbone_embeddings(anchors[0], anchors[1]), backbone_embeddings(hidden, mask)
+        kl = structure_loss(anchor_emb, refs[0], emb, refs[1], *structure_temperatures)
+        loss = loss + structure_weight * kl
+        metrics["structure"] = float(kl.detach())
+    return loss, {"loss": float(loss.detach()), **metrics}
+
+
+def _pad(x: Tensor, length: int) -> Tensor:
+    """x [n, L, ...] or [n, L] zero-padded along L to max(L, length) (so two batches stack)."""
+    extra = max(0, length - x.shape[1])
+    if not extra:
+        return x
+    return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], 1)
 
 
 def _lr(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -149,8 +195,14 @@ def _save_checkpoint(model, opt: torch.optim.Optimizer, out: Path, step: int) ->
 
 def train_text_head(model, cache: HiddenCache, labels: Tensor, targets: Tensor, out: Path, *, steps: int,
                     batch: int, lr: float, warmup: int, temperature: float, cosine_weight: float, seed: int,
-                    save_every: int = 200, progress: bool = True) -> dict[str, Any]:
-    """Train the head in `model` in place; checkpoints in `out` (resumes from the last one); returns the last metrics."""
+                    anchors: HiddenCache | None = None, anchor_batch: int = 0, structure_weight: float = 0.0,
+                    structure_temperatures: tuple[float, float] = (0.05, 0.02), save_every: int = 200,
+                    progress: bool = True) -> dict[str, Any]:
+    """Train the head in `model` in place; checkpoints in `out` (resumes from the last one); returns the last metrics.
+
+    With `anchors` (general phrases' cached states) and a `structure_weight`, each step also draws `anchor_batch`
+    anchors and adds the structure term (`structure_loss`).
+    """
     if len(cache) != len(labels):
         raise ConfigError(f"{len(cache)} cached texts but {len(labels)} label rows")
     out.mkdir(parents=True, exist_ok=True)
@@ -180,7 +232,11 @@ def train_text_head(model, cache: HiddenCache, labels: Tensor, targets: Tensor, 
         torch.manual_seed(seed * 7_919 + step)  # dropout
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, lr, warmup)
-        loss, metrics = head_loss(model, hidden, mask, labels[idx], targets, temperature, cosine_weight)
+        drawn = None
+        if anchors is not None and structure_weight > 0 and anchor_batch > 0:
+            drawn = anchors.batch(torch.randint(len(anchors), (anchor_batch,), generator=g))
+        loss, metrics = head_loss(model, hidden, mask, labels[idx], targets, temperature, cosine_weight, drawn,
+                                  structure_weight, structure_temperatures)
         if not torch.isfinite(loss):
             raise DivergedError(f"text-head loss is {float(loss)} at step {step}; lower lr (now {lr})")
         opt.zero_grad(set_to_none=True)
@@ -189,7 +245,7 @@ def train_text_head(model, cache: HiddenCache, labels: Tensor, targets: Tensor, 
         opt.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", cos=f"{metrics['cos']:.3f}", acc=f"{metrics['acc']:.2f}")
+        bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("loss", "cos", "acc", "structure") if k in metrics})
         if step % 50 == 0 or step in (1, steps):
             with open(log_file, "a") as f:
                 f.write(json.dumps({"step": step, **metrics, "s": round(time.perf_counter() - t0, 1)}) + "\n")
@@ -203,32 +259,49 @@ def train_text_head(model, cache: HiddenCache, labels: Tensor, targets: Tensor, 
 
 
 @torch.no_grad()
-def refit_output_layer(model, cache: HiddenCache, labels: Tensor, targets: Tensor, ridge: float = 1e-3,
-                       batch: int = 256) -> dict[str, float]:
-    """Set the text MLP's last layer in closed form: ridge regression of every text's own target on its hidden units.
-
-    Gradient steps leave each class prompt at cosine ~0.83 to its target; the least-squares last layer over the
-    same texts lifts that to ~0.91 (brivl-lite: held-out teacher agreement top-1 52% -> 80%). The targets are
-    scaled by the layer's mean output norm, so the layer keeps its scale.
-    """
+def _last_hidden(model, cache: HiddenCache, batch: int) -> tuple[Tensor, Tensor]:
+    """The text MLP's hidden units (float64, with a ones column) and its current outputs, of every text in `cache`."""
     text = model.textencoder.eval()
     mlp = text.learnable["textFC"]
-    hidden, norms = [], []
+    hidden, outputs = [], []
     for start in range(0, len(cache), batch):
         states, mask = cache.batch(torch.arange(start, min(start + batch, len(cache))))
         h = torch.relu(mlp.fc1(masked_mean(text.attend(None, mask, states), mask == 0)))
         hidden.append(h.double())
-        norms.append(mlp.fc2(h).norm(dim=-1))
+        outputs.append(mlp.fc2(h).double())
     h = torch.cat(hidden)
-    h = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)
+    return torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1), torch.cat(outputs)
+
+
+@torch.no_grad()
+def refit_output_layer(model, cache: HiddenCache, labels: Tensor, targets: Tensor, ridge: float = 1e-3,
+                       batch: int = 256, anchors: HiddenCache | None = None) -> dict[str, float]:
+    """Set the text MLP's last layer in closed form: ridge regression of every text's own target on its hidden units.
+
+    Gradient steps leave each class prompt at cosine ~0.83 to its target; the least-squares last layer over the
+    same texts lifts that to ~0.91 (brivl-lite: held-out teacher agreement top-1 52% -> 80%). The targets are
+    scaled by the layer's mean output norm, so the layer keeps its scale. With `anchors`, their rows join the
+    regression with the layer's present outputs as targets, so the refit does not move the general phrases that
+    the structure term placed.
+    """
+    mlp = model.textencoder.learnable["textFC"]
+    h, current = _last_hidden(model, cache, batch)
     own = F.normalize(labels @ targets, dim=-1).double()
-    before = float((F.normalize(h[:, :-1].float() @ mlp.fc2.weight.T + mlp.fc2.bias, dim=-1) * own).sum(-1).mean())
+    before = float((F.normalize(current, dim=-1) * own).sum(-1).mean())
+    target = own * float(current.norm(dim=-1).mean())
+    if anchors is not None and len(anchors):
+        a_h, a_current = _last_hidden(model, anchors, batch)
+        h, target = torch.cat([h, a_h]), torch.cat([target, a_current])
     gram = h.T @ h
     gram += ridge * torch.trace(gram) / len(gram) * torch.eye(len(gram), dtype=gram.dtype)
-    solution = torch.linalg.solve(gram, h.T @ (own * float(torch.cat(norms).mean())))
+    solution = torch.linalg.solve(gram, h.T @ target)
     if not torch.isfinite(solution).all():
         raise DivergedError("the least-squares text layer is not finite; raise the ridge")
     mlp.fc2.weight.copy_(solution[:-1].T.float())
     mlp.fc2.bias.copy_(solution[-1].float())
-    after = float((F.normalize((h @ solution).float(), dim=-1) * own).sum(-1).mean())
-    return {"cos_before": round(before, 4), "cos_after": round(after, 4)}
+    after = float((F.normalize((h[:len(own)] @ solution).float(), dim=-1) * own.float()).sum(-1).mean())
+    out = {"cos_before": round(before, 4), "cos_after": round(after, 4)}
+    if anchors is not None and len(anchors):
+        moved = F.cosine_similarity(h[len(own):] @ solution, target[len(own):], dim=-1)
+        out["anchors_cos_to_before"] = round(float(moved.mean()), 4)
+    return out
