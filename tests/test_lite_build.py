@@ -51,7 +51,8 @@ def test_build_config_refuses_bad_values(tmp_path):
 @pytest.mark.slow
 def test_tiny_build_trains_the_text_head_onto_the_class_targets_and_resumes(tmp_path):
     cfg = LiteBuildConfig(work=str(tmp_path / "work"), out=str(tmp_path / "lite"), classes=4, pairs=8, steps=40,
-                          batch_size=32, lr=1e-3, warmup_steps=2, eval_crops=0, scale_images=4)
+                          batch_size=32, lr=1e-3, warmup_steps=2, eval_crops=0, scale_images=4, anchors_zh=24,
+                          anchors_en=8, anchor_batch=8, structure_weight=1.0)
     report = build_default(cfg, progress=False)
     work = tmp_path / "work"
     assert report["recipe_version"] == 2 and report["images"] == 19
@@ -59,6 +60,8 @@ def test_tiny_build_trains_the_text_head_onto_the_class_targets_and_resumes(tmp_
     assert len(rows) == report["texts"] and {c for r in rows for c in r["classes"]} == set(chosen_classes(cfg))
     metrics = [json.loads(line) for line in (work / "text-head" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 40 and metrics[-1]["loss"] < metrics[0]["loss"]
+    anchors = (work / "anchors.txt").read_text().split("\n")  # the structure term ran on its general phrases
+    assert len(anchors) == 32 and "structure" in metrics[-1] and not set(anchors) & {r["text"] for r in rows}
     refit = report["last_step"]["refit"]  # the closed-form last layer brings the texts closer to their targets
     assert refit["cos_after"] > refit["cos_before"], refit
     model = brivl.load(tmp_path / "lite")

@@ -154,7 +154,7 @@ def stage_text_head(cfg: LiteBuildConfig, model, corpus, work: Path, progress: b
         with torch.no_grad():
             for p in model.textencoder.learnable.parameters():
                 p.copy_(p.half().float())
-        last["refit"] = refit_output_layer(model, cache, labels, targets, ridge=cfg.refit_ridge, anchors=anchors)
+        last["refit"] = refit_output_layer(model, cache, labels, targets, ridge=cfg.refit_ridge)
     return last
 
 

@@ -275,33 +275,25 @@ def _last_hidden(model, cache: HiddenCache, batch: int) -> tuple[Tensor, Tensor]
 
 @torch.no_grad()
 def refit_output_layer(model, cache: HiddenCache, labels: Tensor, targets: Tensor, ridge: float = 1e-3,
-                       batch: int = 256, anchors: HiddenCache | None = None) -> dict[str, float]:
+                       batch: int = 256) -> dict[str, float]:
     """Set the text MLP's last layer in closed form: ridge regression of every text's own target on its hidden units.
 
     Gradient steps leave each class prompt at cosine ~0.83 to its target; the least-squares last layer over the
     same texts lifts that to ~0.91 (brivl-lite: held-out teacher agreement top-1 52% -> 80%). The targets are
-    scaled by the layer's mean output norm, so the layer keeps its scale. With `anchors`, their rows join the
-    regression with the layer's present outputs as targets, so the refit does not move the general phrases that
-    the structure term placed.
+    scaled by the layer's mean output norm, so the layer keeps its scale. Only the class texts are fitted: holding
+    the anchors' outputs here too (measured) kept class prompts at 0.933 instead of 0.941 and cost the renders
+    (judge top-5 70% instead of 82.5%), while the phrase neighbours the structure term made survive either way.
     """
     mlp = model.textencoder.learnable["textFC"]
     h, current = _last_hidden(model, cache, batch)
     own = F.normalize(labels @ targets, dim=-1).double()
     before = float((F.normalize(current, dim=-1) * own).sum(-1).mean())
-    target = own * float(current.norm(dim=-1).mean())
-    if anchors is not None and len(anchors):
-        a_h, a_current = _last_hidden(model, anchors, batch)
-        h, target = torch.cat([h, a_h]), torch.cat([target, a_current])
     gram = h.T @ h
     gram += ridge * torch.trace(gram) / len(gram) * torch.eye(len(gram), dtype=gram.dtype)
-    solution = torch.linalg.solve(gram, h.T @ target)
+    solution = torch.linalg.solve(gram, h.T @ (own * float(current.norm(dim=-1).mean())))
     if not torch.isfinite(solution).all():
         raise DivergedError("the least-squares text layer is not finite; raise the ridge")
     mlp.fc2.weight.copy_(solution[:-1].T.float())
     mlp.fc2.bias.copy_(solution[-1].float())
-    after = float((F.normalize((h[:len(own)] @ solution).float(), dim=-1) * own.float()).sum(-1).mean())
-    out = {"cos_before": round(before, 4), "cos_after": round(after, 4)}
-    if anchors is not None and len(anchors):
-        moved = F.cosine_similarity(h[len(own):] @ solution, target[len(own):], dim=-1)
-        out["anchors_cos_to_before"] = round(float(moved.mean()), 4)
-    return out
+    after = float((F.normalize((h @ solution).float(), dim=-1) * own.float()).sum(-1).mean())
+    return {"cos_before": round(before, 4), "cos_after": round(after, 4)}
