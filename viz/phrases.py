@@ -282,10 +282,9 @@ class PhraseIndex:
 def topk_cosine(matrix: Tensor, queries: Tensor, k: int = 30, chunk: int = 65536) -> tuple[Tensor, Tensor]:
     """Top-k cosine scores and row indices [m, k] of unit query vectors [m, d] (or [d]) against a unit-row matrix.
 
-    Scores and order are those of an exact float32 search over the stored vectors; ties go to the lower row index.
-    A float16 matrix on the CPU is read in small blocks, each widened into a float32 buffer that stays in cache
-    (`_scores_blocked`: torch's float16 mat-vec is slower than float32 from memory on a CPU). Elsewhere the product
-    runs over row chunks in the matrix's own dtype and each chunk's best 2k+32 candidates are re-scored in float32.
+    The product runs over row chunks in the matrix's own dtype (float16: no float32 copy of the matrix is made);
+    each chunk's best 2k+32 candidates are then re-scored in float32, so scores and order are those of an exact
+    float32 search over the stored vectors. Ties go to the lower row index.
     """
     d = matrix.shape[1]
     q = queries.reshape(-1, queries.shape[-1]).to(matrix.device)
@@ -295,43 +294,19 @@ def topk_cosine(matrix: Tensor, queries: Tensor, k: int = 30, chunk: int = 65536
     k = min(k, n)
     if k < 1:
         raise PhraseIndexError(f"k must be at least 1, got {k}")
-    q32 = q.float()
+    q_low, q32 = q.to(matrix.dtype), q.float()
     pool = 2 * k + 32
-    if matrix.device.type == "cpu" and matrix.dtype == torch.float16:
-        scores = _scores_blocked(matrix, q32)
-        cand = scores.topk(min(pool, n), dim=1).indices
-        exact = scores.gather(1, cand)
-    else:
-        q_low, candidates = q.to(matrix.dtype), []
-        for start in range(0, n, chunk):
-            block = matrix[start:start + chunk]
-            scores = (block @ q_low.T).T  # [m, c], in the matrix's dtype
-            candidates.append(scores.float().topk(min(pool, block.shape[0]), dim=1).indices + start)
-        cand = torch.cat(candidates, 1)  # [m, P]
-        exact = torch.einsum("md,mpd->mp", q32, matrix[cand].float())  # float32 re-scoring of the candidates
+    candidates = []
+    for start in range(0, n, chunk):
+        block = matrix[start:start + chunk]
+        scores = (block @ q_low.T).T  # [m, c], in the matrix's dtype
+        candidates.append(scores.float().topk(min(pool, block.shape[0]), dim=1).indices + start)
+    cand = torch.cat(candidates, 1)  # [m, P]
+    exact = torch.einsum("md,mpd->mp", q32, matrix[cand].float())  # float32 re-scoring of the candidates
     order = torch.argsort(cand, dim=1)  # by row index, then (stable) by score: ties go to the lower index
     cand, exact = cand.gather(1, order), exact.gather(1, order)
     order = torch.argsort(-exact, dim=1, stable=True)[:, :k]
     return exact.gather(1, order).cpu(), cand.gather(1, order).cpu()
-
-
-SCORE_BLOCK = 256  # rows widened at a time: 256 x 1282 float32 is 1.3 MB, inside a core's L2 cache
-
-
-def _scores_blocked(matrix: Tensor, q32: Tensor, block: int = SCORE_BLOCK) -> Tensor:
-    """Exact float32 scores [m, n] of float32 queries against a float16 CPU matrix, widened block by block."""
-    n, m = matrix.shape[0], q32.shape[0]
-    out = torch.empty(m, n)
-    buf = torch.empty(min(block, n), matrix.shape[1])
-    for start in range(0, n, block):
-        rows = matrix[start:start + block]
-        wide = buf[:len(rows)]
-        wide.copy_(rows)
-        if m == 1:
-            torch.mv(wide, q32[0], out=out[0, start:start + len(rows)])
-        else:
-            out[:, start:start + len(rows)] = q32 @ wide.T
-    return out
 
 
 def _read_meta(folder: Path) -> dict | None:
