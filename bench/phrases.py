@@ -146,6 +146,11 @@ def main(argv=None) -> dict:
     big = big.half().to(device)
     ours_big = time_query(lambda: topk_cosine(big, q, args.k), max(3, args.repeats // 4), device)
     bare_big = time_query(lambda: torch.mv(big, q16).topk(args.k), max(3, args.repeats // 4), device)
+    big32 = big.float()
+    bare32_big = time_query(lambda: torch.mv(big32, q).topk(args.k), max(3, args.repeats // 4), device)
+    ids_big = topk_cosine(big, q, args.k)[1][0]
+    same_big = torch.equal(ids_big, torch.mv(big32, q).topk(args.k).indices.cpu())
+    del big32
 
     result = {
         "model": args.model, "device": str(device), "phrases": n, "batch_size": args.batch_size,
@@ -161,6 +166,9 @@ def main(argv=None) -> dict:
         "synthetic_rows": args.query_rows, "synthetic_query_topk_ms": round(ours_big * 1e3, 3),
         "synthetic_bare_mv_fp16_topk_ms": round(bare_big * 1e3, 3),
         "synthetic_query_vs_bare_ratio": round(ours_big / bare_big, 3),
+        "synthetic_bare_mv_fp32_topk_ms": round(bare32_big * 1e3, 3),
+        "synthetic_query_vs_bare_fp32_ratio": round(ours_big / bare32_big, 3),
+        "synthetic_same_top_k_ids_as_fp32": same_big,
     }
     print(f"{n:,} phrases on {args.model} ({device}, {torch.get_num_threads()} threads)")
     print(f"  index build, backbone alone   {result['build_backbone_phrases_per_s']:>10,.0f} phrases/s")
@@ -175,7 +183,9 @@ def main(argv=None) -> dict:
           f"{result['bare_mv_fp32_topk_ms']:.3f} ms (ratio {result['query_vs_bare_fp32_ratio']:.2f})")
     print(f"  at {args.query_rows:,} rows (random unit fp16 matrix): top-{args.k} query "
           f"{result['synthetic_query_topk_ms']:.2f} ms vs bare fp16 mat-vec+topk "
-          f"{result['synthetic_bare_mv_fp16_topk_ms']:.2f} ms (ratio {result['synthetic_query_vs_bare_ratio']:.2f})")
+          f"{result['synthetic_bare_mv_fp16_topk_ms']:.2f} ms (ratio {result['synthetic_query_vs_bare_ratio']:.2f}), "
+          f"fp32 {result['synthetic_bare_mv_fp32_topk_ms']:.2f} ms (ratio "
+          f"{result['synthetic_query_vs_bare_fp32_ratio']:.2f}); same top-{args.k} as fp32: {same_big}")
     print(json.dumps(result))
     return result
 
