@@ -38,23 +38,23 @@ class LiteBuildConfig:
     """What `brivl build-default` makes and how long it trains (configs/build-lite.yaml)."""
 
     version: int = VERSION
-    work: str = "build/brivl-lite-v2"  # corpus, text cache, text-head checkpoints, report
+    work: str = "build/brivl-lite-v3"  # corpus, text and anchor caches, text-head checkpoints, report
     out: str = ""  # where the heads go; "" = the installed package's brivl-lite folder
     classes: int = 1000  # the first N of a seeded permutation of the ImageNet classes (tiny builds use a few)
     pairs: int = 10000  # two-class sentences
-    steps: int = 2000
+    steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 100
     temperature: float = 0.03  # of the cross-entropy over class targets
-    cosine_weight: float = 1.0  # weight of 1 - cos(text, its target)
+    cosine_weight: float = 4.0  # weight of 1 - cos(text, its target) (configs/build-lite.yaml says why)
     refit_ridge: float = 1e-3  # then the text MLP's last layer by ridge regression onto the targets (0 = keep)
-    anchors_zh: int = 0  # general Chinese phrases (jieba, ranks 5,000 on) whose neighbourhoods the head keeps
-    anchors_en: int = 0  # general English words (open_clip's BPE vocabulary, most frequent first)
+    anchors_zh: int = 20000  # general Chinese phrases (jieba, ranks 5,000 on) whose neighbourhoods the head keeps
+    anchors_en: int = 6000  # general English words (open_clip's BPE vocabulary, most frequent first)
     anchor_batch: int = 128  # anchors per step
-    structure_weight: float = 0.0  # weight of the anchors' structure term (0 = none)
-    structure_temperature: float = 0.05  # of the head's neighbour distribution
-    structure_ref_temperature: float = 0.02  # of the backbone's
+    structure_weight: float = 1.0  # weight of the anchors' structure term (0 = none)
+    structure_temperature: float = 0.04  # of the head's neighbour distribution
+    structure_ref_temperature: float = 0.01  # of the backbone's
     text_mlp_hidden: int = 2048
     image_att_layers: int = 0  # the image self-attention would be an exact identity (14.5 MB a layer): none
     image_att_ff_dim: int = 256
